@@ -1,0 +1,18 @@
+import Build from './build.js';
+import Extract from './extract.js';
+import Inspect from './inspect.js';
+import Pack from './pack.js';
+import Presets from './presets.js';
+import Summary from './summary.js';
+import SysextBuild from './sysext-build.js';
+
+/** oclif "explicit" command discovery: no directory scan at start-up. */
+export const COMMANDS = {
+  build: Build,
+  pack: Pack,
+  inspect: Inspect,
+  extract: Extract,
+  summary: Summary,
+  presets: Presets,
+  'sysext:build': SysextBuild,
+};

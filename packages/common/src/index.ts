@@ -1,0 +1,16 @@
+export { UserError, isUserError, isErrnoException } from './errors.js';
+export type { ErrorCode, UserErrorOptions } from './errors.js';
+export { createLogger, getLogger, setLogger, silentLogger } from './logger.js';
+export type { Logger, LoggerOptions } from './logger.js';
+export { run, shellQuote, formatCommand, lastLines, hasCommand, requireCommands } from './run.js';
+export type { RunOptions, RunResult } from './run.js';
+export {
+  safeComponents,
+  resolveInsideRoot,
+  isPathInside,
+  createAtomicOutput,
+  withAtomicOutput,
+} from './fs.js';
+export type { AtomicOutput } from './fs.js';
+export { createProgress, formatBytes } from './progress.js';
+export type { Progress } from './progress.js';

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The Debian packages the tests and benchmarks drive for real.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+  cpio libarchive-tools zstd xz-utils lz4 gzip \
+  e2fsprogs kmod fdisk util-linux \
+  qemu-system-x86 \
+  squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
+  rpm dnf createrepo-c \
+  dracut-core \
+  linux-image-amd64
