@@ -1,1 +1,14 @@
-export {};
+export { parseIniAssignments } from './ini-lines.js';
+export type { Assignment } from './ini-lines.js';
+export { SCHEMA, COMPRESSIONS, applyAssignments, emptyConfig, parseBoolean } from './schema.js';
+export type { ImageConfig, Compression, PackageManager } from './schema.js';
+export {
+  loadConfig,
+  listPresets,
+  findPreset,
+  renderConfig,
+  BUILTIN_PRESET_DIR,
+  DEFAULT_DROPIN_DIRS,
+  DEFAULT_PRESET_DIRS,
+} from './load.js';
+export type { LoadConfigOptions, ConfigOverrides, PresetInfo } from './load.js';

@@ -1,1 +1,5 @@
-export {};
+export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture } from './apt.js';
+export { runInMountNamespace, systemMounts } from './namespace.js';
+export type { NamespaceMount } from './namespace.js';
+export { createResolver } from './registry.js';
+export type { InstallRequest, InstallResult, InstalledPackage, Resolver } from './types.js';

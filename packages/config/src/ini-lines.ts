@@ -1,0 +1,56 @@
+import ini from 'ini';
+import { UserError } from '@mkinitrd-pkg/common';
+
+/** One `Key=Value` assignment with where it came from, for file:line errors. */
+export interface Assignment {
+  section: string;
+  key: string;
+  value: string;
+  file: string;
+  line: number;
+}
+
+/**
+ * Read an INI file line by line. We need what `ini.decode` does not give: the line of
+ * every assignment (errors name file:line) and repeated keys kept in order (mkosi-style
+ * lists accumulate, and an empty assignment resets a list). Values are unquoted and
+ * unescaped by `ini.unsafe`, so quoting rules are those of the `ini` package.
+ */
+export function parseIniAssignments(text: string, file: string): Assignment[] {
+  const assignments: Assignment[] = [];
+  let section = '';
+  let previous: Assignment | undefined;
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i]!;
+    const line = raw.trim();
+    const lineNo = i + 1;
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    // An indented line continues the previous value (systemd/mkosi style lists).
+    if (/^\s/.test(raw) && previous) {
+      previous.value = previous.value === '' ? line : `${previous.value}\n${line}`;
+      continue;
+    }
+    previous = undefined;
+    const header = /^\[([^\]]+)\]$/.exec(line);
+    if (header) {
+      section = header[1]!.trim();
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (eq <= 0) {
+      throw new UserError('CONFIG', `${file}:${lineNo}: expected "Key=Value" or "[Section]", got: ${line}`);
+    }
+    if (section === '') {
+      throw new UserError('CONFIG', `${file}:${lineNo}: assignment outside of a [Section]: ${line}`);
+    }
+    const key = line.slice(0, eq).trim();
+    const value = ini.unsafe(line.slice(eq + 1).trim());
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) {
+      throw new UserError('CONFIG', `${file}:${lineNo}: invalid key name "${key}"`);
+    }
+    previous = { section, key, value: String(value), file, line: lineNo };
+    assignments.push(previous);
+  }
+  return assignments;
+}

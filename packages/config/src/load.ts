@@ -1,0 +1,228 @@
+import { readFile, readdir, access } from 'node:fs/promises';
+import { basename, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { parseIniAssignments, type Assignment } from './ini-lines.js';
+import { applyAssignments, emptyConfig, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
+
+/** presets/ and sysext/ at the top of the source tree (data, not code). */
+export const BUILTIN_PRESET_DIR = fileURLToPath(new URL('../../../presets/', import.meta.url));
+
+export interface ConfigOverrides {
+  kernelVersions?: string[];
+  output?: string;
+  compression?: string;
+  compressionLevel?: number;
+  packages?: string[];
+  mirror?: string;
+  repositoryKeyCheck?: boolean;
+  kernelPackage?: string;
+  kernelModulesRoot?: string;
+}
+
+export interface LoadConfigOptions {
+  /** A preset name (looked up in the preset dirs) or a path to a .conf file. */
+  preset?: string;
+  /** --config files, applied in order after the drop-ins. */
+  configFiles?: string[];
+  overrides?: ConfigOverrides;
+  /** Preset search path, highest priority first. */
+  presetDirs?: string[];
+  /**
+   * Drop-in directories, lowest priority first; `*.conf` inside each are applied in
+   * name order, and a file in a later directory masks one of the same name earlier.
+   */
+  dropInDirs?: string[];
+}
+
+/** /usr/lib is the vendor's, /etc the admin's (which wins), as systemd does. */
+export const DEFAULT_DROPIN_DIRS = ['/usr/lib/mkinitrd-pkg/mkinitrd-pkg.conf.d', '/etc/mkinitrd-pkg/mkinitrd-pkg.conf.d'];
+export const DEFAULT_PRESET_DIRS = ['/etc/mkinitrd-pkg/presets', '/usr/lib/mkinitrd-pkg/presets', BUILTIN_PRESET_DIR];
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readConfigFile(path: string): Promise<Assignment[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if (isErrnoException(error) && error.code === 'ENOENT') {
+      throw new UserError('CONFIG', `config file not found: ${path}`);
+    }
+    throw new UserError('CONFIG', `cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  return parseIniAssignments(text, path);
+}
+
+export interface PresetInfo {
+  name: string;
+  path: string;
+  distribution: string;
+  release: string;
+  packageManager: string;
+}
+
+/** All presets on the search path (a name in a higher-priority dir masks lower ones). */
+export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<PresetInfo[]> {
+  const found = new Map<string, string>();
+  for (const dir of presetDirs) {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names.sort()) {
+      if (!name.endsWith('.conf')) continue;
+      const preset = name.slice(0, -'.conf'.length);
+      if (!found.has(preset)) found.set(preset, join(dir, name));
+    }
+  }
+  const presets: PresetInfo[] = [];
+  for (const [name, path] of [...found].sort(([a], [b]) => a.localeCompare(b))) {
+    const config = emptyConfig(name);
+    applyAssignments(config, await readConfigFile(path));
+    presets.push({ name, path, distribution: config.distribution, release: config.release, packageManager: config.packageManager });
+  }
+  return presets;
+}
+
+export async function findPreset(preset: string, presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<{ name: string; path: string }> {
+  if (preset.includes('/') || preset.endsWith('.conf')) {
+    const path = resolve(preset);
+    if (!(await exists(path))) throw new UserError('PRESET_NOT_FOUND', `preset file not found: ${preset}`);
+    return { name: basename(path).replace(/\.conf$/, ''), path };
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(preset)) {
+    throw new UserError('PRESET_NOT_FOUND', `invalid preset name "${preset}"`);
+  }
+  for (const dir of presetDirs) {
+    const path = join(dir, `${preset}.conf`);
+    if (await exists(path)) return { name: preset, path };
+  }
+  const known = (await listPresets(presetDirs)).map((p) => p.name);
+  throw new UserError('PRESET_NOT_FOUND', `unknown preset "${preset}"`, {
+    hint: known.length ? `available presets: ${known.join(', ')}` : 'no presets found',
+  });
+}
+
+async function dropInFiles(dirs: string[]): Promise<string[]> {
+  const byName = new Map<string, string>();
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) if (name.endsWith('.conf')) byName.set(name, join(dir, name));
+  }
+  return [...byName.keys()].sort().map((name) => byName.get(name)!);
+}
+
+/**
+ * Resolve the configuration: preset < /usr/lib drop-ins < /etc drop-ins < --config
+ * files in order < command-line flags (design.md §3).
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<ImageConfig> {
+  const presetName = options.preset ?? 'debian';
+  const preset = await findPreset(presetName, options.presetDirs ?? DEFAULT_PRESET_DIRS);
+  const config = emptyConfig(preset.name);
+  const layers = [preset.path, ...(await dropInFiles(options.dropInDirs ?? DEFAULT_DROPIN_DIRS)), ...(options.configFiles ?? []).map((f) => resolve(f))];
+  for (const file of layers) {
+    applyAssignments(config, await readConfigFile(file));
+    config.sources.push(file);
+  }
+  applyOverrides(config, options.overrides ?? {});
+  validateConfig(config);
+  return config;
+}
+
+function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
+  if (o.kernelVersions?.length) config.kernelVersions = [...o.kernelVersions];
+  if (o.output !== undefined) config.output = o.output;
+  if (o.compression !== undefined) {
+    if (!(COMPRESSIONS as readonly string[]).includes(o.compression)) {
+      throw new UserError('USAGE', `unknown compression "${o.compression}"`, { hint: `use one of: ${COMPRESSIONS.join(', ')}` });
+    }
+    config.compression = o.compression as Compression;
+  }
+  if (o.compressionLevel !== undefined) config.compressionLevel = o.compressionLevel;
+  for (const p of o.packages ?? []) if (!config.packages.includes(p)) config.packages.push(p);
+  if (o.mirror !== undefined) config.mirror = o.mirror;
+  if (o.repositoryKeyCheck !== undefined) config.repositoryKeyCheck = o.repositoryKeyCheck;
+  if (o.kernelPackage !== undefined) config.kernelPackage = o.kernelPackage;
+  if (o.kernelModulesRoot !== undefined) config.kernelModulesRoot = o.kernelModulesRoot;
+}
+
+function validateConfig(config: ImageConfig): void {
+  const where = config.sources.join(', ');
+  if (!config.distribution) throw new UserError('CONFIG', `no Distribution= set (read: ${where})`);
+  if (!config.release) throw new UserError('CONFIG', `no Release= set (read: ${where})`);
+  if (!config.mirror) throw new UserError('CONFIG', `no Mirror= set (read: ${where})`);
+  if (config.packages.length === 0) throw new UserError('CONFIG', `no Packages= set (read: ${where})`);
+  for (const kver of config.kernelVersions) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(kver)) throw new UserError('USAGE', `invalid kernel version "${kver}"`);
+  }
+  if (config.compressionLevel !== undefined) {
+    const [lo, hi] = LEVEL_RANGES[config.compression];
+    if (config.compressionLevel < lo || config.compressionLevel > hi) {
+      throw new UserError('CONFIG', `compression level ${config.compressionLevel} is out of range for ${config.compression} (${lo}..${hi})`);
+    }
+  }
+  if (!isAbsolute(config.kernelModulesRoot)) throw new UserError('CONFIG', `KernelModulesRoot= must be absolute: ${config.kernelModulesRoot}`);
+}
+
+const LEVEL_RANGES: Record<Compression, [number, number]> = {
+  zstd: [1, 22],
+  xz: [0, 9],
+  gzip: [1, 9],
+  lz4: [1, 12],
+  none: [0, 0],
+};
+
+/** Render the resolved configuration back as INI (what `summary` prints). */
+export function renderConfig(config: ImageConfig): string {
+  const line = (k: string, v: string | number | boolean | undefined | string[]) => {
+    if (v === undefined || (Array.isArray(v) && v.length === 0)) return [];
+    if (typeof v === 'boolean') return [`${k}=${v ? 'yes' : 'no'}`];
+    if (Array.isArray(v)) return k === 'Repositories' ? v.map((x) => `${k}=${x}`) : [`${k}=${v.join(' ')}`];
+    return [`${k}=${v}`];
+  };
+  return [
+    `# preset: ${config.preset}`,
+    ...config.sources.map((s) => `# read: ${s}`),
+    '[Distribution]',
+    ...line('Distribution', config.distribution),
+    ...line('Release', config.release),
+    ...line('PackageManager', config.packageManager),
+    ...line('Architecture', config.architecture),
+    ...line('Mirror', config.mirror),
+    ...line('Components', config.components),
+    ...line('Repositories', config.repositories),
+    ...line('RepositoryKeyCheck', config.repositoryKeyCheck),
+    ...line('RepositoryKey', config.repositoryKeys),
+    '',
+    '[Content]',
+    ...line('Packages', config.packages),
+    ...line('RemoveFiles', config.removeFiles),
+    ...line('KeepFiles', config.keepFiles),
+    ...line('KernelPackage', config.kernelPackage),
+    ...line('KernelVersion', config.kernelVersions),
+    ...line('KernelModulesRoot', config.kernelModulesRoot),
+    ...line('KernelModules', config.kernelModules),
+    '',
+    '[Output]',
+    ...line('CompressOutput', config.compression),
+    ...line('CompressLevel', config.compressionLevel),
+    ...line('Output', config.output),
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,188 @@
+import { UserError } from '@mkinitrd-pkg/common';
+import type { Assignment } from './ini-lines.js';
+
+export type PackageManager = 'apt' | 'dnf';
+export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
+export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
+
+/** The resolved configuration of one image: every layer merged, every value checked. */
+export interface ImageConfig {
+  /** Name of the preset the configuration started from. */
+  preset: string;
+  distribution: string;
+  release: string;
+  packageManager: PackageManager;
+  /** apt: archive URL; dnf: a baseurl (file:// allowed). */
+  mirror: string;
+  /** Further repositories: apt "URL SUITE COMPONENT…" lines or dnf baseurls. */
+  repositories: string[];
+  /** apt archive components (main, contrib, …). */
+  components: string[];
+  repositoryKeyCheck: boolean;
+  /** Keyrings (apt) or GPG key files/URLs (dnf) that sign the repositories. */
+  repositoryKeys: string[];
+  /** mkosi-style architecture name (x86-64, arm64). */
+  architecture: string;
+  packages: string[];
+  removeFiles: string[];
+  keepFiles: string[];
+  kernelModules: string[];
+  /** Take modules from this package (installed into a staging root), not the host. */
+  kernelPackage: string | undefined;
+  kernelVersions: string[];
+  /** Modules root on the host used when no kernel package is named. */
+  kernelModulesRoot: string;
+  compression: Compression;
+  compressionLevel: number | undefined;
+  output: string | undefined;
+  /** Files read, in order of precedence (lowest first). */
+  sources: string[];
+}
+
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions';
+type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
+
+interface KeySpec {
+  field: keyof ImageConfig;
+  list?: boolean;
+  parse?: (value: string, where: Assignment) => unknown;
+}
+
+function fail(where: Assignment, message: string, hint?: string): never {
+  throw new UserError('CONFIG', `${where.file}:${where.line}: ${where.section}.${where.key}: ${message}`, hint ? { hint } : {});
+}
+
+export function parseBoolean(value: string, where: Assignment): boolean {
+  const v = value.toLowerCase();
+  if (['yes', 'true', '1', 'on'].includes(v)) return true;
+  if (['no', 'false', '0', 'off'].includes(v)) return false;
+  fail(where, `expected yes or no, got "${value}"`);
+}
+
+function parseCompression(value: string, where: Assignment): Compression {
+  const v = value.toLowerCase();
+  if (v === 'yes') return 'zstd';
+  if (v === 'no') return 'none';
+  if ((COMPRESSIONS as readonly string[]).includes(v)) return v as Compression;
+  fail(where, `unknown compression "${value}"`, `use one of: ${COMPRESSIONS.join(', ')}`);
+}
+
+function parsePackageManager(value: string, where: Assignment): PackageManager {
+  if (value === 'apt' || value === 'dnf') return value;
+  fail(where, `unknown package manager "${value}"`, 'use apt or dnf');
+}
+
+function parseLevel(value: string, where: Assignment): number {
+  if (!/^-?\d+$/.test(value)) fail(where, `expected a whole number, got "${value}"`);
+  return Number(value);
+}
+
+function parseArchitecture(value: string, where: Assignment): string {
+  if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture "${value}"`);
+  return value;
+}
+
+/** Section → key → how to read it. Keys are named like mkosi's where the concept is the same. */
+export const SCHEMA: Record<string, Record<string, KeySpec>> = {
+  Distribution: {
+    Distribution: { field: 'distribution' },
+    Release: { field: 'release' },
+    PackageManager: { field: 'packageManager', parse: parsePackageManager },
+    Mirror: { field: 'mirror' },
+    Repositories: { field: 'repositories', list: true },
+    Components: { field: 'components', list: true },
+    RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean },
+    RepositoryKey: { field: 'repositoryKeys', list: true },
+    Architecture: { field: 'architecture', parse: parseArchitecture },
+  },
+  Content: {
+    Packages: { field: 'packages', list: true },
+    RemoveFiles: { field: 'removeFiles', list: true },
+    KeepFiles: { field: 'keepFiles', list: true },
+    KernelModules: { field: 'kernelModules', list: true },
+    KernelPackage: { field: 'kernelPackage' },
+    KernelVersion: { field: 'kernelVersions', list: true },
+    KernelModulesRoot: { field: 'kernelModulesRoot' },
+  },
+  Output: {
+    CompressOutput: { field: 'compression', parse: parseCompression },
+    CompressLevel: { field: 'compressionLevel', parse: parseLevel },
+    Output: { field: 'output' },
+  },
+};
+
+/** Lists where order and repetition carry meaning (include/exclude globs): never deduplicated. */
+const ORDERED_LISTS = new Set<keyof ImageConfig>(['kernelModules']);
+const OPTIONAL_SCALARS = new Set<keyof ImageConfig>(['kernelPackage', 'compressionLevel', 'output']);
+
+/** Lists split on whitespace, except repository lines (one per line/assignment, with spaces). */
+const WHOLE_VALUE_LISTS = new Set<keyof ImageConfig>(['repositories']);
+
+export function emptyConfig(preset: string): ImageConfig {
+  return {
+    preset,
+    distribution: '',
+    release: '',
+    packageManager: 'apt',
+    mirror: '',
+    repositories: [],
+    components: [],
+    repositoryKeyCheck: true,
+    repositoryKeys: [],
+    architecture: 'x86-64',
+    packages: [],
+    removeFiles: [],
+    keepFiles: [],
+    kernelModules: [],
+    kernelPackage: undefined,
+    kernelVersions: [],
+    kernelModulesRoot: '/',
+    compression: 'zstd',
+    compressionLevel: undefined,
+    output: undefined,
+    sources: [],
+  };
+}
+
+/**
+ * Apply one file's assignments. Scalars: last one wins. Lists accumulate across layers
+ * (a drop-in adds packages), and an empty assignment (`Packages=`) resets the list so a
+ * later layer can replace it — mkosi's rule.
+ */
+export function applyAssignments(config: ImageConfig, assignments: readonly Assignment[]): void {
+  for (const a of assignments) {
+    const section = SCHEMA[a.section];
+    if (!section) {
+      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown section [${a.section}]`, {
+        hint: `known sections: ${Object.keys(SCHEMA).map((s) => `[${s}]`).join(' ')}`,
+      });
+    }
+    const spec = section[a.key];
+    if (!spec) {
+      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown key ${a.key}= in [${a.section}]`, {
+        hint: `known keys in [${a.section}]: ${Object.keys(section).join(', ')}`,
+      });
+    }
+    if (spec.list) {
+      const field = spec.field as ListKey;
+      if (a.value === '') {
+        config[field] = [];
+        continue;
+      }
+      const items = WHOLE_VALUE_LISTS.has(spec.field)
+        ? a.value.split('\n').map((l) => l.trim()).filter(Boolean)
+        : a.value.split(/\s+/).filter(Boolean);
+      for (const item of items) {
+        if (item.startsWith('!')) {
+          // "!name" removes an item a lower layer added.
+          config[field] = config[field].filter((x) => x !== item.slice(1));
+        } else if (ORDERED_LISTS.has(spec.field) || !config[field].includes(item)) {
+          config[field].push(item);
+        }
+      }
+    } else {
+      const value = spec.parse ? spec.parse(a.value, a) : a.value;
+      (config as unknown as Record<ScalarKey, unknown>)[spec.field as ScalarKey] = a.value === '' && OPTIONAL_SCALARS.has(spec.field) ? undefined : value;
+    }
+  }
+}
