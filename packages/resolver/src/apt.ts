@@ -4,7 +4,7 @@ import { join, basename } from 'node:path';
 import { UserError, run, lastLines, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
-import type { InstallRequest, InstallResult, InstalledPackage, Resolver } from './types.js';
+import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
 /** mkosi architecture names → Debian's. */
 const DEBIAN_ARCH: Record<string, string> = { 'x86-64': 'amd64', arm64: 'arm64', x86: 'i386', 'ppc64-le': 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
@@ -302,6 +302,31 @@ export class AptResolver implements Resolver {
       throw new UserError('SCRIPTLET_FAILED', `packages not fully configured: ${halfInstalled.join(', ')}`);
     }
     return { packages, newestPackageEpoch: await newestChangelogEpoch(root), repositoryDigest, warnings: [] };
+  }
+
+  async unpack(request: UnpackRequest): Promise<UnpackResult> {
+    const { config, logger } = request;
+    // Resolve against an empty package database of our own: the closure is the package's.
+    const emptyRoot = join(repoCacheDir(request.cacheDir, config), 'empty-root');
+    await mkdir(join(emptyRoot, 'var/lib/dpkg'), { recursive: true });
+    await writeFile(join(emptyRoot, 'var/lib/dpkg/status'), '');
+    const paths = await prepareApt(request.cacheDir, config, emptyRoot);
+    await aptGet(paths, ['update', '--error-on=any']);
+    const plan = parseSimulation((await aptGet(paths, ['-s', 'install', ...request.packages])).stdout).filter((p) => request.include(p.name));
+    if (plan.length === 0) {
+      throw new UserError('KERNEL_NOT_FOUND', `no package to unpack for ${request.packages.join(' ')}`);
+    }
+    await aptGet(paths, ['-y', '--download-only', 'install', ...request.packages]);
+    const packageFiles = plan.map((p) => join(paths.cache, 'archives', debFileName(p)));
+    const target = await request.target(packageFiles.map((f) => basename(f)));
+    if (target !== undefined) {
+      await mkdir(target, { recursive: true });
+      for (const file of packageFiles) {
+        logger.info({ package: basename(file) }, 'unpacking');
+        await run('dpkg-deb', ['-x', file, target]);
+      }
+    }
+    return { packageFiles, packages: plan.map((p) => ({ name: p.name, version: p.version, architecture: p.arch })), target };
   }
 
   async listInstalled(root: string): Promise<InstalledPackage[]> {

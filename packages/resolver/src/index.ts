@@ -2,4 +2,4 @@ export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture } f
 export { runInMountNamespace, systemMounts } from './namespace.js';
 export type { NamespaceMount } from './namespace.js';
 export { createResolver } from './registry.js';
-export type { InstallRequest, InstallResult, InstalledPackage, Resolver } from './types.js';
+export type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';

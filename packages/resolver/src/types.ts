@@ -39,6 +39,29 @@ export interface Resolver {
   install(request: InstallRequest): Promise<InstallResult>;
   /** Packages recorded in an installroot's package database. */
   listInstalled(root: string): Promise<InstalledPackage[]>;
+  /**
+   * Download `packages` with their dependency closure and unpack those whose name
+   * passes `include` into `target`, without running any script or touching a package
+   * database: how kernel modules are taken from a kernel package instead of the host.
+   * Returns the package files unpacked (their names identify the content for caching).
+   */
+  unpack?(request: UnpackRequest): Promise<UnpackResult>;
   /** Paths (relative to root) of a package database, for pruning after install. */
   readonly databasePaths: readonly string[];
+}
+
+export interface UnpackRequest {
+  config: ImageConfig;
+  packages: string[];
+  cacheDir: string;
+  /** Called with the path of the target directory; returns false to skip the unpack (cache hit). */
+  target: (packageFiles: string[]) => Promise<string | undefined>;
+  include: (name: string) => boolean;
+  logger: Logger;
+}
+
+export interface UnpackResult {
+  packageFiles: string[];
+  packages: InstalledPackage[];
+  target: string | undefined;
 }

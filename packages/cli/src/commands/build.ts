@@ -1,11 +1,52 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { Flags } from '@oclif/core';
+import { formatBytes } from '@mkinitrd-pkg/common';
+import { buildInitrd, type BuildResult } from '@mkinitrd-pkg/builder';
 import { BaseCommand } from '../base.js';
+import { configFlags, loadConfigFromFlags } from '../config-flags.js';
 
 export default class Build extends BaseCommand {
   static override description = 'Build an initrd from distribution packages';
+  static override examples = [
+    '<%= config.bin %> build --preset debian --output initrd.img',
+    '<%= config.bin %> build --preset debian --kernel-version 6.1.0-28-amd64 --kernel-package ""',
+  ];
+  static override flags = {
+    ...configFlags,
+    'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
+    'cache-dir': Flags.string({ description: 'package and installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
+    json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
+  };
 
   async run(): Promise<void> {
-    await this.parse(Build);
-    throw new UserError('USAGE', 'this command is not implemented yet');
+    const { flags } = await this.parse(Build);
+    const config = await loadConfigFromFlags(flags);
+    const result = await buildInitrd({
+      config,
+      ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),
+      ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
+      logger: this.logger,
+    });
+    if (flags.json) this.printJson(result);
+    else process.stdout.write(renderSummary(result));
   }
+}
+
+export function renderSummary(result: BuildResult): string {
+  const lines: string[] = [];
+  for (const image of result.images) {
+    lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
+    lines.push(`  sha256 ${image.sha256}`);
+  }
+  lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}`);
+  lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);
+  for (const rule of result.prune.rules.filter((r) => r.files > 0)) {
+    lines.push(`  ${rule.name.padEnd(16)} ${formatBytes(rule.bytes).padStart(10)}  ${rule.files} files`);
+  }
+  lines.push('size by directory (before modules):');
+  for (const [dir, bytes] of Object.entries(result.sizeByDirectory).slice(0, 8)) {
+    lines.push(`  ${dir.padEnd(16)} ${formatBytes(bytes).padStart(10)}`);
+  }
+  lines.push(`time: ${result.phases.map((p) => `${p.phase} ${p.seconds.toFixed(1)}s`).join(', ')}`);
+  for (const warning of result.warnings) lines.push(`warning: ${warning}`);
+  return lines.join('\n') + '\n';
 }

@@ -1,11 +1,17 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { Flags } from '@oclif/core';
+import { listPresets } from '@mkinitrd-pkg/config';
 import { BaseCommand } from '../base.js';
 
 export default class Presets extends BaseCommand {
   static override description = 'List the available presets';
+  static override flags = { json: Flags.boolean({ description: 'print as JSON' }) };
 
   async run(): Promise<void> {
-    await this.parse(Presets);
-    throw new UserError('USAGE', 'this command is not implemented yet');
+    const { flags } = await this.parse(Presets);
+    const presets = await listPresets();
+    if (flags.json) return this.printJson(presets);
+    for (const p of presets) {
+      process.stdout.write(`${p.name.padEnd(12)} ${`${p.distribution} ${p.release}`.padEnd(20)} ${p.packageManager.padEnd(4)} ${p.path}\n`);
+    }
   }
 }

@@ -1,11 +1,16 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { Flags } from '@oclif/core';
+import { renderConfig } from '@mkinitrd-pkg/config';
 import { BaseCommand } from '../base.js';
+import { configFlags, loadConfigFromFlags } from '../config-flags.js';
 
 export default class Summary extends BaseCommand {
-  static override description = 'Print the resolved configuration';
+  static override description = 'Print the resolved configuration (presets, drop-ins, --config files and flags merged)';
+  static override flags = { ...configFlags, json: Flags.boolean({ description: 'print as JSON' }) };
 
   async run(): Promise<void> {
-    await this.parse(Summary);
-    throw new UserError('USAGE', 'this command is not implemented yet');
+    const { flags } = await this.parse(Summary);
+    const config = await loadConfigFromFlags(flags);
+    if (flags.json) this.printJson(config);
+    else process.stdout.write(renderConfig(config));
   }
 }

@@ -1,0 +1,59 @@
+import { mkdir, readFile, rm, symlink, writeFile, lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from '@mkinitrd-pkg/common';
+
+/**
+ * Turn an installroot into an initrd root (systemd's "initrd mode"):
+ * - /etc/initrd-release makes systemd run initrd.target and switch-root later
+ *   (os-release(5): "initrd-release … in the initrd");
+ * - /init is what the kernel executes from an initramfs;
+ * - an empty /etc/machine-id so every boot gets its own id and the image stays reproducible;
+ * - emergency/rescue shells that work although Debian/Fedora lock root's password:
+ *   systemd-sulogin-shell passes --force to sulogin when SYSTEMD_SULOGIN_FORCE=1, which
+ *   gives a root shell on the console without a password. That is a deliberate choice,
+ *   the one dracut makes: whoever has the console in the initrd already owns the machine.
+ */
+export async function makeInitrdRoot(root: string): Promise<void> {
+  const osRelease = await readOsRelease(root);
+  const initrdRelease = osRelease
+    .split('\n')
+    .filter((line) => line && !/^(VARIANT|VARIANT_ID)=/.test(line))
+    .concat(['VARIANT="initrd (mkinitrd-pkg)"', 'VARIANT_ID=mkinitrd-pkg'])
+    .join('\n');
+  await rm(join(root, 'etc/initrd-release'), { force: true });
+  await writeFile(join(root, 'etc/initrd-release'), initrdRelease + '\n', { mode: 0o644 });
+
+  const systemd = 'usr/lib/systemd/systemd';
+  try {
+    await lstat(join(root, systemd));
+  } catch {
+    throw new UserError('INPUT', 'the installroot has no usr/lib/systemd/systemd', { hint: 'add systemd to Packages=' });
+  }
+  await rm(join(root, 'init'), { force: true });
+  await symlink(systemd, join(root, 'init'));
+
+  await rm(join(root, 'etc/machine-id'), { force: true });
+  await writeFile(join(root, 'etc/machine-id'), '', { mode: 0o444 });
+
+  for (const unit of ['emergency.service', 'rescue.service']) {
+    const dir = join(root, 'usr/lib/systemd/system', `${unit}.d`);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, '50-mkinitrd-pkg-sulogin-force.conf'), '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n', { mode: 0o644 });
+  }
+  // Nothing in an initrd mounts from fstab; an empty one keeps generators quiet.
+  await rm(join(root, 'etc/fstab'), { force: true });
+  await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });
+}
+
+async function readOsRelease(root: string): Promise<string> {
+  for (const path of ['etc/os-release', 'usr/lib/os-release']) {
+    try {
+      const st = await lstat(join(root, path));
+      if (st.isFile()) return (await readFile(join(root, path), 'utf8')).trim();
+      if (st.isSymbolicLink()) return (await readFile(join(root, 'usr/lib/os-release'), 'utf8')).trim();
+    } catch {
+      /* try the next one */
+    }
+  }
+  throw new UserError('INPUT', 'the installroot has no os-release', { hint: 'the distribution base package (base-files, fedora-release) must be installed' });
+}
