@@ -158,7 +158,8 @@ function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
   for (const p of o.packages ?? []) if (!config.packages.includes(p)) config.packages.push(p);
   if (o.mirror !== undefined) config.mirror = o.mirror;
   if (o.repositoryKeyCheck !== undefined) config.repositoryKeyCheck = o.repositoryKeyCheck;
-  if (o.kernelPackage !== undefined) config.kernelPackage = o.kernelPackage;
+  // An explicit empty --kernel-package means "modules from the host": the key is present, the value undefined.
+  if ('kernelPackage' in o) config.kernelPackage = o.kernelPackage;
   if (o.kernelModulesRoot !== undefined) config.kernelModulesRoot = o.kernelModulesRoot;
 }
 

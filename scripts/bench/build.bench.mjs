@@ -1,0 +1,65 @@
+// Benchmark: the generic Debian initrd against dracut --no-hostonly --zstd, same kernel,
+// same machine, same run. Prints warm build time, image size and QEMU time-to-root,
+// each as a ratio ours/dracut (issue targets: size ≤ 20 MB, build ≤ 0.5×, boot ≤ 0.8×).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bootQemu, hostKernel, makeTestRoot, ROOT_MARKER } from '../lib/qemu.mjs';
+
+const CLI = fileURLToPath(new URL('../../packages/cli/bin/run.js', import.meta.url));
+const kernel = await hostKernel();
+if (!kernel) {
+  console.log('build bench: no kernel in /boot (apt-get install linux-image-amd64); skipped');
+  process.exit(0);
+}
+const hasDracut = spawnSync('sh', ['-c', 'command -v dracut']).status === 0;
+const dir = mkdtempSync(join(tmpdir(), 'mkinitrd-pkg-bench-'));
+const cache = process.env.MKINITRD_PKG_BENCH_CACHE ?? '/var/tmp/mkinitrd-pkg-bench-cache';
+
+function timed(label, file, args) {
+  const start = performance.now();
+  const r = spawnSync(file, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MKINITRD_PKG_LOG_LEVEL: 'warn' } });
+  const seconds = (performance.now() - start) / 1000;
+  if (r.status !== 0) throw new Error(`${label} failed: ${r.stderr}`);
+  return seconds;
+}
+
+const ours = join(dir, 'ours.img');
+const oursArgs = [CLI, 'build', '--preset', 'debian', '--kernel-version', kernel.version, '--output', ours, '--cache-dir', cache];
+timed('mkinitrd-pkg (cold)', 'node', oursArgs);
+const oursTimes = [timed('mkinitrd-pkg', 'node', oursArgs), timed('mkinitrd-pkg', 'node', oursArgs)];
+const oursBuild = Math.min(...oursTimes);
+const oursSize = statSync(ours).size;
+
+let dracutBuild, dracutSize;
+const theirs = join(dir, 'dracut.img');
+if (hasDracut) {
+  const dracutArgs = ['--no-hostonly', '--zstd', '--force', '--quiet', '--kver', kernel.version, theirs];
+  timed('dracut (cold)', 'dracut', dracutArgs);
+  dracutBuild = Math.min(timed('dracut', 'dracut', dracutArgs), timed('dracut', 'dracut', dracutArgs));
+  dracutSize = statSync(theirs).size;
+}
+
+const rootImage = await makeTestRoot({ uuid: '5b2f5a0e-6a1c-4c1e-9d43-2f1f0a6e7c12', label: 'benchroot' });
+async function timeToRoot(initrd) {
+  const session = bootQemu({ kernel: kernel.vmlinuz, initrd, rootImage, append: 'root=/dev/vda rw quiet' });
+  try {
+    await session.waitFor(ROOT_MARKER, 300_000);
+    return (performance.now() - session.started) / 1000;
+  } finally {
+    session.kill();
+  }
+}
+const oursBoot = await timeToRoot(ours);
+const dracutBoot = hasDracut ? await timeToRoot(theirs) : undefined;
+
+const mb = (b) => (b / 1e6).toFixed(1) + ' MB';
+const ratio = (a, b) => (b ? (a / b).toFixed(2) + '×' : 'n/a');
+console.log(`\nbuild bench (kernel ${kernel.version})`);
+console.log(`                 mkinitrd-pkg      dracut   ratio`);
+console.log(`warm build       ${oursBuild.toFixed(1).padStart(9)} s ${dracutBuild?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(oursBuild, dracutBuild)}  (target ≤ 0.5×)`);
+console.log(`image size       ${mb(oursSize).padStart(11)} ${dracutSize ? mb(dracutSize).padStart(11) : '        n/a'}   ${ratio(oursSize, dracutSize)}  (target ≤ 20 MB)`);
+console.log(`time to root     ${oursBoot.toFixed(1).padStart(9)} s ${dracutBoot?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(oursBoot, dracutBoot)}  (target ≤ 0.8×)`);
+execFileSync('rm', ['-rf', dir]);
