@@ -1,1 +1,14 @@
-export {};
+export { packTree, DEFAULT_CHUNK_SIZE } from './pack.js';
+export type { PackOptions, PackResult, PackSegment } from './pack.js';
+export { scanTree, entryFromStat } from './scan.js';
+export type { ScanOptions, ScanResult, PackEntry, StatLike, OwnerPolicy } from './scan.js';
+export { COMPRESSIONS, DEFAULT_LEVELS, resolveLevel, detectFormat } from './compress.js';
+export type { Compression, SegmentFormat } from './compress.js';
+export type { EntryType } from './newc.js';
+export { readImage, readImageEvents } from './reader.js';
+export type { CpioEntry, ImageMember, ImageSegment, ImageEvent, SegmentStats } from './reader.js';
+export { inspectImage } from './inspect.js';
+export type { InspectOptions, InspectResult, InspectSegment, InspectEntry, InspectTotals } from './inspect.js';
+export { formatInspect, modeString } from './format.js';
+export { extractImage } from './extract.js';
+export type { ExtractOptions, ExtractResult } from './extract.js';

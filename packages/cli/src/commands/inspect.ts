@@ -1,11 +1,25 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../base.js';
 
 export default class Inspect extends BaseCommand {
-  static override description = 'List the segments and entries of an initrd image';
+  static override description = 'List the segments and entries of an initrd image (like lsinitrd)';
+
+  static override examples = ['<%= config.bin %> inspect /boot/initrd.img', '<%= config.bin %> inspect initrd.img --json'];
+
+  static override args = {
+    image: Args.string({ description: 'initrd image (newc cpio segments, compressed or not)', required: true }),
+  };
+
+  static override flags = {
+    json: Flags.boolean({ description: 'print segments, entries and totals as JSON' }),
+    'no-entries': Flags.boolean({ description: 'show segments and totals only' }),
+  };
 
   async run(): Promise<void> {
-    await this.parse(Inspect);
-    throw new UserError('USAGE', 'this command is not implemented yet');
+    const { args, flags } = await this.parse(Inspect);
+    const { inspectImage, formatInspect } = await import('@mkinitrd-pkg/packer');
+    const result = await inspectImage(args.image, { entries: !flags['no-entries'] });
+    if (flags.json) this.printJson(result);
+    else process.stdout.write(formatInspect(result));
   }
 }

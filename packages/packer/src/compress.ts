@@ -1,0 +1,138 @@
+/**
+ * Compression formats the kernel's initramfs unpacker understands (init/initramfs.c →
+ * lib/decompress.c picks the decompressor by magic), and how we produce and detect them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { UserError } from '@mkinitrd-pkg/common';
+
+export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
+export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
+
+/** What a segment of an image can be (reading accepts more than we write). */
+export type SegmentFormat = Compression | 'bzip2' | 'lzma';
+
+/**
+ * Default levels: zstd 3 (zstd's own default: fast to build, and decompression speed at
+ * boot hardly depends on the level), gzip 6 (zlib's default), xz 6, lz4 9 (as dracut).
+ */
+export const DEFAULT_LEVELS: Record<Compression, number> = { zstd: 3, xz: 6, gzip: 6, lz4: 9, none: 0 };
+const LEVEL_RANGES: Record<Compression, [number, number]> = { zstd: [1, 22], xz: [0, 9], gzip: [1, 9], lz4: [1, 12], none: [0, 0] };
+
+export function resolveLevel(compression: Compression, level: number | undefined): number {
+  if (!COMPRESSIONS.includes(compression)) {
+    throw new UserError('USAGE', `unknown compression ${JSON.stringify(compression)}`, { hint: `use one of ${COMPRESSIONS.join(', ')}` });
+  }
+  if (level === undefined) return DEFAULT_LEVELS[compression];
+  const [lo, hi] = LEVEL_RANGES[compression];
+  if (compression === 'none') {
+    throw new UserError('USAGE', 'a compression level makes no sense with --compression none');
+  }
+  if (!Number.isInteger(level) || level < lo || level > hi) {
+    throw new UserError('USAGE', `${compression} compression level must be an integer from ${lo} to ${hi}, not ${level}`);
+  }
+  return level;
+}
+
+/**
+ * External compressors, streaming stdin → stdout. The flags are the kernel's needs:
+ * xz must use CRC32 (the kernel's xz has no SHA-256/CRC64), lz4 the legacy frame format.
+ * `-T0` keeps xz/zstd output independent of the number of cores (multithreaded mode
+ * is used even with one thread).
+ */
+export function compressorCommand(compression: Exclude<Compression, 'none' | 'gzip'>, level: number): [string, string[]] {
+  switch (compression) {
+    case 'zstd':
+      return ['zstd', ['-q', '-c', ...(level > 19 ? ['--ultra'] : []), `-${level}`, '-T0']];
+    case 'xz':
+      return ['xz', ['-q', '-c', '--check=crc32', '-T0', `--lzma2=preset=${level},dict=1MiB`]];
+    case 'lz4':
+      return ['lz4', ['-q', '-c', '-l', `-${level}`]];
+  }
+}
+
+/** Decompressors for reading, streaming stdin → stdout (gzip is done in-process). */
+export function decompressorCommand(format: Exclude<SegmentFormat, 'none' | 'gzip'>): [string, string[]] {
+  switch (format) {
+    case 'zstd':
+      return ['zstd', ['-q', '-d', '-c']];
+    case 'xz':
+      return ['xz', ['-q', '-d', '-c']];
+    case 'lzma':
+      return ['xz', ['-q', '-d', '-c', '--format=lzma']];
+    case 'lz4':
+      return ['lz4', ['-q', '-d', '-c']];
+    case 'bzip2':
+      return ['bzip2', ['-q', '-d', '-c']];
+  }
+}
+
+/** Recognise a segment by its first bytes (after NUL padding). */
+export function detectFormat(head: Buffer): SegmentFormat | undefined {
+  const b = (i: number) => head[i];
+  if (head.length >= 6 && head.toString('latin1', 0, 5) === '07070' && (b(5) === 0x31 || b(5) === 0x32 || b(5) === 0x37)) return 'none';
+  if (b(0) === 0x28 && b(1) === 0xb5 && b(2) === 0x2f && b(3) === 0xfd) return 'zstd';
+  if (b(0) === 0xfd && b(1) === 0x37 && b(2) === 0x7a && b(3) === 0x58 && b(4) === 0x5a && b(5) === 0x00) return 'xz';
+  if (b(0) === 0x1f && (b(1) === 0x8b || b(1) === 0x9e)) return 'gzip';
+  if (b(0) === 0x02 && b(1) === 0x21 && b(2) === 0x4c && b(3) === 0x18) return 'lz4';
+  if (b(0) === 0x42 && b(1) === 0x5a && b(2) === 0x68) return 'bzip2';
+  if (b(0) === 0x5d && b(1) === 0x00 && b(2) === 0x00) return 'lzma';
+  return undefined;
+}
+
+interface ZstdBinding {
+  compress(data: Buffer, level?: number): Promise<Buffer>;
+}
+let zstdBinding: ZstdBinding | undefined;
+
+/**
+ * In-process zstd (runs in the libuv thread pool, so chunks compress in parallel).
+ * The package's index.js wrapper of @mongodb-js/zstd 1.2.2 drops the level argument;
+ * its native binding honours it, so we call the binding directly.
+ */
+export async function zstdCompress(data: Buffer, level: number): Promise<Buffer> {
+  if (!zstdBinding) {
+    const require = createRequire(import.meta.url);
+    zstdBinding = require('@mongodb-js/zstd/bindings.js') as ZstdBinding;
+  }
+  try {
+    return await zstdBinding.compress(data, level);
+  } catch (error) {
+    throw new Error(`zstd: ${(error as Error).message}`);
+  }
+}
+
+export async function gzipCompress(data: Buffer, level: number): Promise<Buffer> {
+  const zlib = await import('node:zlib');
+  return new Promise((resolve, reject) =>
+    zlib.gzip(data, { level, chunkSize: 1 << 20 }, (error, out) => (error ? reject(error) : resolve(out))),
+  );
+}
+
+export function missingTool(name: string): UserError {
+  return new UserError('MISSING_TOOL', `${name} is not installed`, { hint: `install it (Debian: apt-get install ${name === 'lz4' ? 'lz4' : name === 'xz' ? 'xz-utils' : name})` });
+}
+
+/** Spawn a filter process; ENOENT becomes MISSING_TOOL. stderr is collected (last 4 KiB). */
+export function spawnFilter(
+  cmd: string,
+  args: string[],
+  stdout: 'pipe' | number,
+): { child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> } {
+  const child = spawn(cmd, args, { stdio: ['pipe', stdout, 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-4096);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve, reject) => {
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') reject(missingTool(cmd));
+      else reject(new UserError('COMMAND_FAILED', `cannot run ${cmd}: ${error.message}`));
+    });
+    child.once('close', (code, signal) => resolve({ code, signal, stderr }));
+  });
+  // Errors writing to stdin (EPIPE when the child died) surface through `exited`.
+  child.stdin!.on('error', () => undefined);
+  return { child, exited };
+}

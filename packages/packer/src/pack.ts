@@ -1,0 +1,361 @@
+/**
+ * packTree: a directory → a reproducible initrd image.
+ *
+ *   [uncompressed newc archive of the microcode tree]      (optional, "early cpio")
+ *   [main tree: one archive, or complete archives ("chunks") each compressed on its own]
+ *
+ * The kernel unpacks a concatenation of archives, compressed or not (init/initramfs.c:
+ * unpack_to_rootfs loops over the buffer, skipping NUL padding and picking a
+ * decompressor by magic); see Documentation/driver-api/early-userspace/buffer-format.rst.
+ *
+ * Memory stays bounded whatever the tree size:
+ *  - none: one archive streamed through a reusable buffer (synchronous fs calls);
+ *  - xz, lz4: one archive streamed into the external compressor, whose stdout is the
+ *    output file itself;
+ *  - zstd, gzip: the member list is cut into complete archives of ~chunkSize bytes,
+ *    compressed in parallel in the libuv thread pool with a bounded number in flight and
+ *    written in order. A chunk bigger than IN_MEMORY_LIMIT (a huge file, or a hard-link
+ *    group spanning much of the tree) is streamed instead: gzip through a zlib stream, zstd
+ *    through the `zstd` program (the in-process binding only compresses whole buffers);
+ *    without a `zstd` program such a chunk is compressed in memory, with a warning.
+ */
+import { fstatSync, writeSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { UserError, withAtomicOutput, getLogger, type Logger } from '@mkinitrd-pkg/common';
+import { compressorCommand, gzipCompress, resolveLevel, spawnFilter, zstdCompress, type Compression } from './compress.js';
+import { TRAILER_SIZE, U32_MAX } from './newc.js';
+import { scanTree, displayName, type PackEntry, type ScanOptions, type ScanResult } from './scan.js';
+import { ArchiveFiller, MIN_FILL_BUFFER, planChunks, type Chunk } from './writer.js';
+
+export interface PackOptions extends ScanOptions {
+  /** The directory to pack (a symlink here is resolved once; inside the tree never followed). */
+  source: string;
+  /** The image to write (atomically: temp file in the same directory + rename). */
+  output: string;
+  /** Default zstd. */
+  compression?: Compression;
+  /** Compression level; default: see DEFAULT_LEVELS (zstd 3, gzip 6, xz 6, lz4 9). */
+  level?: number;
+  /** A tree holding kernel/x86/microcode/*.bin, packed first as an uncompressed archive. */
+  microcode?: string;
+  /** Mode of the output file, default 0o600. */
+  mode?: number;
+  /** Target size of each compressed archive (zstd, gzip), default 16 MiB. */
+  chunkSize?: number;
+  logger?: Logger;
+  /** Called with (bytes of archive produced, total) as packing proceeds. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface PackSegment {
+  /** Byte offset of the segment in the image. */
+  offset: number;
+  /** Bytes the segment occupies in the image. */
+  size: number;
+  compression: Compression;
+  /** What the segment holds: 'microcode' or 'main'. */
+  role: 'microcode' | 'main';
+  /** Complete newc archives in the segment (chunks). */
+  archives: number;
+  entries: number;
+  /** Bytes of newc data before compression. */
+  uncompressedSize: number;
+}
+
+export interface PackResult {
+  output: string;
+  /** Size of the image in bytes. */
+  size: number;
+  compression: Compression;
+  level: number;
+  /** Members of the main tree (without the microcode segment). */
+  entries: number;
+  /** Regular file and symlink data bytes in the main tree. */
+  dataBytes: number;
+  segments: PackSegment[];
+}
+
+export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
+/** Chunks up to this size are compressed from memory; bigger ones are streamed. */
+const IN_MEMORY_FACTOR = 2;
+const STREAM_BUFFER = 1024 * 1024;
+
+function writeAll(fd: number, buf: Buffer, length = buf.length): void {
+  let off = 0;
+  while (off < length) off += writeSync(fd, buf, off, length - off);
+}
+
+function validate(options: PackOptions): void {
+  const sde = options.sourceDateEpoch;
+  if (sde !== undefined && !(Number.isInteger(sde) && sde >= 0 && sde <= U32_MAX)) {
+    throw new UserError('USAGE', `source date epoch must be an integer from 0 to ${U32_MAX}, not ${sde}`);
+  }
+  if (options.owner !== undefined && options.owner !== 'keep' && options.owner !== 'root') {
+    throw new UserError('USAGE', `owner must be 'keep' or 'root', not ${JSON.stringify(options.owner)}`);
+  }
+  if (options.chunkSize !== undefined && !(Number.isInteger(options.chunkSize) && options.chunkSize >= MIN_FILL_BUFFER)) {
+    throw new UserError('USAGE', `chunk size must be at least ${MIN_FILL_BUFFER} bytes`);
+  }
+  if (options.mode !== undefined && !(Number.isInteger(options.mode) && options.mode >= 0 && options.mode <= 0o7777)) {
+    throw new UserError('USAGE', `output mode must be an octal permission like 0600, not ${options.mode}`);
+  }
+}
+
+/** Pack `options.source` into the image `options.output`. Never follows a symlink inside the tree. */
+export async function packTree(options: PackOptions): Promise<PackResult> {
+  validate(options);
+  const root = options.source;
+  const compression = options.compression ?? 'zstd';
+  const level = resolveLevel(compression, options.level);
+  const logger = options.logger ?? getLogger();
+  const scanOptions: ScanOptions = {};
+  if (options.owner !== undefined) scanOptions.owner = options.owner;
+  if (options.sourceDateEpoch !== undefined) scanOptions.sourceDateEpoch = options.sourceDateEpoch;
+  // Scan before creating the output, so an output inside the tree is never packed half-written.
+  const microcode = options.microcode !== undefined ? scanTree(options.microcode, scanOptions) : undefined;
+  const main = scanTree(root, scanOptions);
+  logger.debug({ root: main.root, entries: main.entries.length, bytes: main.archiveBytes }, 'scanned tree');
+  const total = main.archiveBytes + (microcode?.archiveBytes ?? 0);
+  const progress = new ProgressTracker(total, options.onProgress);
+
+  return withAtomicOutput(
+    options.output,
+    async (out) => {
+      const fd = out.handle.fd;
+      const segments: PackSegment[] = [];
+      let pos = 0;
+      if (microcode) {
+        writeArchiveSync(fd, microcode.entries, progress);
+        segments.push(segment(pos, microcode.archiveBytes, 'none', 'microcode', 1, microcode));
+        pos = microcode.archiveBytes;
+      }
+      let archives = 1;
+      switch (compression) {
+        case 'none':
+          writeArchiveSync(fd, main.entries, progress);
+          break;
+        case 'xz':
+        case 'lz4': {
+          const [cmd, args] = compressorCommand(compression, level);
+          await pipeArchive(cmd, args, fd, main.entries, 0, main.entries.length, progress);
+          break;
+        }
+        case 'zstd':
+        case 'gzip': {
+          const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+          const chunks = planChunks(main.entries, chunkSize);
+          archives = chunks.length;
+          await writeChunked(fd, main.entries, chunks, { compression, level, chunkSize, logger }, progress);
+          break;
+        }
+      }
+      const size = fstatSync(fd).size;
+      segments.push(segment(pos, size - pos, compression, 'main', archives, main));
+      const result: PackResult = {
+        output: options.output,
+        size,
+        compression,
+        level,
+        entries: main.entries.length,
+        dataBytes: main.dataBytes,
+        segments,
+      };
+      logger.debug({ ...result, segments: undefined }, 'packed image');
+      return result;
+    },
+    options.mode ?? 0o600,
+  );
+}
+
+function segment(offset: number, size: number, compression: Compression, role: PackSegment['role'], archives: number, scan: ScanResult): PackSegment {
+  const uncompressedSize = scan.archiveBytes + (archives - 1) * TRAILER_SIZE;
+  return { offset, size, compression, role, archives, entries: scan.entries.length, uncompressedSize };
+}
+
+class ProgressTracker {
+  private done = 0;
+  constructor(
+    private readonly total: number,
+    private readonly callback: ((done: number, total: number) => void) | undefined,
+  ) {}
+  add(bytes: number): void {
+    this.done += bytes;
+    this.callback?.(this.done, this.total);
+  }
+}
+
+let syncBuffer: Buffer | undefined;
+
+/** One archive, streamed synchronously into `fd` (the 'none' path: as fast as cpio). */
+function writeArchiveSync(fd: number, entries: readonly PackEntry[], progress: ProgressTracker): void {
+  // Shared between calls: safe because this function never yields to the event loop.
+  syncBuffer ??= Buffer.allocUnsafe(4 * STREAM_BUFFER);
+  const buf = syncBuffer;
+  const filler = new ArchiveFiller(entries);
+  while (!filler.done) {
+    const n = filler.fill(buf, 0);
+    writeAll(fd, buf, n);
+    progress.add(n);
+  }
+}
+
+/** Members [start, end) as one archive through an external compressor writing to `fd`. */
+async function pipeArchive(
+  cmd: string,
+  args: string[],
+  fd: number,
+  entries: readonly PackEntry[],
+  start: number,
+  end: number,
+  progress: ProgressTracker,
+): Promise<void> {
+  const { child, exited } = spawnFilter(cmd, args, fd);
+  const stdin = child.stdin!;
+  const filler = new ArchiveFiller(entries, start, end);
+  const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
+  const pending: (Promise<void> | undefined)[] = [undefined, undefined];
+  let failed: unknown;
+  const exitFailure = exited.then(
+    () => new Promise<never>(() => undefined),
+    (error: unknown) => Promise.reject(error),
+  );
+  exitFailure.catch(() => undefined);
+  try {
+    for (let k = 0; !filler.done; k ^= 1) {
+      // Wait until this buffer's previous write has been handed to the pipe.
+      if (pending[k]) await Promise.race([pending[k], exitFailure]);
+      const buf = buffers[k]!;
+      const n = filler.fill(buf, 0);
+      if (n === 0) continue;
+      pending[k] = new Promise<void>((resolve, reject) => stdin.write(buf.subarray(0, n), (e) => (e ? reject(e) : resolve())));
+      pending[k]!.catch(() => undefined);
+      progress.add(n);
+    }
+    await Promise.race([Promise.all(pending), exitFailure]);
+    stdin.end();
+  } catch (error) {
+    failed = error;
+    child.kill('SIGKILL');
+  }
+  let status;
+  try {
+    status = await exited;
+  } catch (error) {
+    throw failed instanceof UserError ? failed : error;
+  }
+  if (failed instanceof UserError) throw failed;
+  if (status.code !== 0) {
+    throw new UserError('COMMAND_FAILED', `${cmd} ${args.join(' ')} ${status.signal ? `was killed by ${status.signal}` : `exited with ${status.code}`}`, {
+      hint: status.stderr.trim() || (failed instanceof Error ? failed.message : undefined),
+    });
+  }
+  if (failed) throw failed;
+}
+
+interface ChunkOptions {
+  compression: 'zstd' | 'gzip';
+  level: number;
+  chunkSize: number;
+  logger: Logger;
+}
+
+/**
+ * Complete archives, each compressed on its own (in the thread pool, a bounded number in
+ * flight) and written in order.
+ */
+async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: Chunk[], options: ChunkOptions, progress: ProgressTracker): Promise<void> {
+  const { compression, level, chunkSize } = options;
+  const inMemoryLimit = IN_MEMORY_FACTOR * chunkSize;
+  const maxInFlight = Math.max(2, availableParallelism()) + 1;
+  const budget = maxInFlight * chunkSize;
+  const pool: Buffer[] = [];
+  const queue: { result: Promise<Buffer>; buffer: Buffer; pooled: boolean; bytes: number }[] = [];
+  let inFlight = 0;
+  const compress = compression === 'zstd' ? zstdCompress : gzipCompress;
+
+  const flushHead = async () => {
+    const head = queue.shift()!;
+    const out = await head.result;
+    writeAll(fd, out);
+    inFlight -= head.bytes;
+    if (head.pooled) pool.push(head.buffer);
+    progress.add(head.bytes);
+  };
+
+  try {
+    for (const chunk of chunks) {
+      if (chunk.bytes > inMemoryLimit) {
+        while (queue.length > 0) await flushHead();
+        await streamChunk(fd, entries, chunk, options);
+        progress.add(chunk.bytes);
+        continue;
+      }
+      while (queue.length >= maxInFlight || (queue.length > 0 && inFlight + chunk.bytes > budget)) await flushHead();
+      const pooled = chunk.bytes <= chunkSize;
+      const buffer = pooled ? (pool.pop() ?? Buffer.allocUnsafe(chunkSize)) : Buffer.allocUnsafe(chunk.bytes);
+      const view = buffer.subarray(0, chunk.bytes);
+      const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+      const n = filler.fill(view, 0);
+      if (n !== chunk.bytes || !filler.done) throw new Error(`packer: chunk size mismatch (${n} of ${chunk.bytes} bytes)`);
+      const result = compress(view, level);
+      result.catch(() => undefined);
+      queue.push({ result, buffer, pooled, bytes: chunk.bytes });
+      inFlight += chunk.bytes;
+    }
+    while (queue.length > 0) await flushHead();
+  } finally {
+    // On failure, let the compressions still running finish before the caller closes fd.
+    await Promise.allSettled(queue.map((q) => q.result));
+  }
+}
+
+/** A chunk too big to hold in memory: stream it through a compressor. */
+async function streamChunk(fd: number, entries: readonly PackEntry[], chunk: Chunk, options: ChunkOptions): Promise<void> {
+  const noProgress = new ProgressTracker(0, undefined);
+  if (options.compression === 'gzip') {
+    await gzipStream(fd, entries, chunk, options.level);
+    return;
+  }
+  const [cmd, args] = compressorCommand('zstd', options.level);
+  try {
+    await pipeArchive(cmd, args, fd, entries, chunk.start, chunk.end, noProgress);
+  } catch (error) {
+    if (!(error instanceof UserError && error.code === 'MISSING_TOOL')) throw error;
+    const first = entries[chunk.start]!;
+    options.logger.warn(
+      `no zstd program: compressing a ${Math.round(chunk.bytes / 2 ** 20)} MiB archive (from ${displayName(first.name)}) in memory`,
+    );
+    const buffer = Buffer.allocUnsafe(chunk.bytes);
+    const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+    filler.fill(buffer, 0);
+    writeAll(fd, await zstdCompress(buffer, options.level));
+  }
+}
+
+async function gzipStream(fd: number, entries: readonly PackEntry[], chunk: Chunk, level: number): Promise<void> {
+  const zlib = await import('node:zlib');
+  const gz = zlib.createGzip({ level, chunkSize: STREAM_BUFFER });
+  const finished = new Promise<void>((resolve, reject) => {
+    gz.on('data', (d: Buffer) => writeAll(fd, d));
+    gz.once('end', resolve);
+    gz.once('error', reject);
+  });
+  finished.catch(() => undefined);
+  const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+  const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
+  const pending: (Promise<void> | undefined)[] = [undefined, undefined];
+  try {
+    for (let k = 0; !filler.done; k ^= 1) {
+      if (pending[k]) await pending[k];
+      const buf = buffers[k]!;
+      const n = filler.fill(buf, 0);
+      pending[k] = new Promise<void>((resolve, reject) => gz.write(buf.subarray(0, n), (e) => (e ? reject(e) : resolve())));
+    }
+    await Promise.all(pending);
+    gz.end();
+    await finished;
+  } catch (error) {
+    gz.destroy();
+    throw error;
+  }
+}

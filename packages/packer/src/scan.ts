@@ -1,0 +1,247 @@
+/**
+ * Walk a tree once (lstat only, never following a symlink) into the sorted, validated
+ * list of archive members that the writer streams. Everything that makes the output
+ * reproducible is decided here: bytewise name order, inode numbers assigned in that
+ * order, hard-link groups, directory link counts, owner normalisation and mtime
+ * clamping. Nothing here depends on the disk's inode numbers or readdir order.
+ */
+import { lstatSync, readdirSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { S_IFMT, U32_MAX, memberSize, splitDev, typeOfMode, type EntryType } from './newc.js';
+
+export type OwnerPolicy = 'keep' | 'root';
+
+export interface ScanOptions {
+  /** 'keep' (default) stores the files' uid/gid; 'root' stores 0/0 for every member. */
+  owner?: OwnerPolicy;
+  /** Clamp every mtime to this (seconds since the epoch), as reproducible-builds.org asks. */
+  sourceDateEpoch?: number;
+}
+
+/** One archive member, ready to be written. Names and link targets are binary strings (latin1). */
+export interface PackEntry {
+  /** Archive name: relative, no leading "./" or "/", bytes as latin1 chars. */
+  name: string;
+  /** Host path of the member (absolute). */
+  path: Buffer;
+  type: EntryType;
+  /** Full st_mode (type and permission bits). */
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  /** Data bytes stored in the archive (0 for all but the last member of a hard-link group). */
+  size: number;
+  /** Whether the writer opens the file and copies `size` bytes (checking the size did not change). */
+  readData: boolean;
+  nlink: number;
+  ino: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  /** Symlink target (latin1). */
+  linkTarget?: string;
+}
+
+/** The lstat fields the packer uses; a plain object in unit tests. */
+export interface StatLike {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  nlink: number;
+  rdev: number;
+}
+
+/** Longest name the kernel unpacks (PATH_MAX including the NUL, init/initramfs.c). */
+export const MAX_NAME_BYTES = 4095;
+
+function limit(message: string, hint: string): UserError {
+  return new UserError('ARCHIVE_LIMIT', message, { hint });
+}
+
+export function displayName(name: string): string {
+  return Buffer.from(name, 'latin1').toString('utf8');
+}
+
+/**
+ * Turn one lstat result into a member (inode number and link count are filled in later).
+ * Throws ARCHIVE_LIMIT for what newc cannot hold: data ≥ 4 GiB, an mtime outside
+ * 0…2³²−1 after clamping, a name longer than the kernel accepts.
+ */
+export function entryFromStat(name: string, path: Buffer, st: StatLike, options: ScanOptions, linkTarget?: string): PackEntry {
+  const shown = () => displayName(name);
+  const type = typeOfMode(st.mode);
+  if (type === undefined) throw new UserError('INPUT', `unsupported file type (mode ${st.mode.toString(8)}): ${shown()}`);
+  if (name.length > MAX_NAME_BYTES) {
+    throw limit(`name longer than ${MAX_NAME_BYTES} bytes: ${shown().slice(0, 80)}…`, 'the kernel refuses names longer than PATH_MAX in an initramfs');
+  }
+  let mtime = Math.floor(st.mtimeMs / 1000);
+  if (options.sourceDateEpoch !== undefined && mtime > options.sourceDateEpoch) mtime = options.sourceDateEpoch;
+  if (!(mtime >= 0 && mtime <= U32_MAX)) {
+    throw limit(
+      `mtime ${mtime} of ${shown()} does not fit the 32-bit newc field`,
+      mtime < 0 ? 'touch the file to a date after 1970' : 'set --source-date-epoch (or SOURCE_DATE_EPOCH) to clamp mtimes',
+    );
+  }
+  let size = 0;
+  if (type === 'file') {
+    size = st.size;
+    if (size > U32_MAX) {
+      throw limit(`${shown()} is ${size} bytes; newc cannot store a file of 4 GiB or more`, 'leave the file out of the image (initrds should be small)');
+    }
+  } else if (type === 'symlink') {
+    size = linkTarget?.length ?? 0;
+  }
+  if (st.uid > U32_MAX || st.gid > U32_MAX) throw limit(`uid/gid of ${shown()} do not fit 32 bits`, 'use --owner root');
+  const root = options.owner === 'root';
+  const isDev = type === 'char' || type === 'block';
+  const rdev = isDev ? splitDev(st.rdev) : { major: 0, minor: 0 };
+  const entry: PackEntry = {
+    name,
+    path,
+    type,
+    mode: st.mode,
+    uid: root ? 0 : st.uid,
+    gid: root ? 0 : st.gid,
+    mtime,
+    size,
+    readData: type === 'file',
+    nlink: 1,
+    ino: 0,
+    rdevMajor: rdev.major,
+    rdevMinor: rdev.minor,
+  };
+  if (linkTarget !== undefined) entry.linkTarget = linkTarget;
+  return entry;
+}
+
+export interface ScanResult {
+  root: string;
+  entries: PackEntry[];
+  /** Sum of member sizes plus one trailer: the size of the tree as one newc archive. */
+  archiveBytes: number;
+  /** Data bytes (regular files and symlink targets). */
+  dataBytes: number;
+}
+
+function ioError(what: string, error: unknown): UserError {
+  if (error instanceof UserError) return error;
+  const code = isErrnoException(error) ? error.code : undefined;
+  if (code === 'ENOENT') return new UserError('FILE_CHANGED', `${what} vanished while the tree was being read`, { hint: 'do not modify the tree while packing it' });
+  return new UserError('IO', `cannot read ${what}: ${(error as Error).message}`);
+}
+
+/**
+ * lstat the whole tree below `root` (which must be a directory; a symlink given as the
+ * root is resolved once) and return the members in bytewise name order, parents before
+ * children, with inode numbers 1, 2, 3… in that order and hard links grouped
+ * (the GNU cpio convention: all but the last member of a group carry no data).
+ */
+export function scanTree(root: string, options: ScanOptions = {}): ScanResult {
+  let realRoot: string;
+  try {
+    if (!statSync(root).isDirectory()) throw new UserError('INPUT', `${root} is not a directory`);
+    realRoot = realpathSync(root);
+  } catch (error) {
+    if (error instanceof UserError) throw error;
+    if (isErrnoException(error) && error.code === 'ENOENT') throw new UserError('INPUT', `${root} does not exist`);
+    throw new UserError('IO', `cannot read ${root}: ${(error as Error).message}`);
+  }
+  const rootBin = Buffer.from(realRoot, 'utf8').toString('latin1');
+  const entries: PackEntry[] = [];
+  /** Hard-link candidates: key dev:ino → members (in walk order, sorted later). */
+  const links = new Map<string, PackEntry[]>();
+  const stack: string[] = [''];
+  while (stack.length > 0) {
+    const rel = stack.pop()!;
+    const dirBin = rel === '' ? rootBin : `${rootBin}/${rel}`;
+    let names: string[];
+    try {
+      names = readdirSync(Buffer.from(dirBin, 'latin1'), { encoding: 'latin1' });
+    } catch (error) {
+      throw ioError(`directory ${displayName(dirBin)}`, error);
+    }
+    for (const n of names) {
+      const name = rel === '' ? n : `${rel}/${n}`;
+      const path = Buffer.from(`${rootBin}/${name}`, 'latin1');
+      let st: Stats;
+      let target: string | undefined;
+      try {
+        st = lstatSync(path);
+        if ((st.mode & S_IFMT) === 0o120000) target = readlinkSync(path, { encoding: 'latin1' });
+      } catch (error) {
+        throw ioError(displayName(`${rootBin}/${name}`), error);
+      }
+      const entry = entryFromStat(name, path, st, options, target);
+      entries.push(entry);
+      if (entry.type === 'dir') stack.push(name);
+      else if (st.nlink > 1 && entry.type !== 'symlink') {
+        let key: string;
+        if (Number.isSafeInteger(st.ino) && Number.isSafeInteger(st.dev)) key = `${st.dev}:${st.ino}`;
+        else {
+          const big = lstatSync(path, { bigint: true });
+          key = `${big.dev}:${big.ino}`;
+        }
+        const group = links.get(key);
+        if (group) group.push(entry);
+        else links.set(key, [entry]);
+      }
+    }
+  }
+  entries.sort(compareNames);
+  finishEntries(entries, [...links.values()]);
+  let archiveBytes = 0;
+  let dataBytes = 0;
+  for (const e of entries) {
+    archiveBytes += memberSize(e.name.length, e.size);
+    dataBytes += e.size;
+  }
+  return { root: realRoot, entries, archiveBytes: archiveBytes + memberSize(10, 0), dataBytes };
+}
+
+/** Bytewise order of binary-string names (latin1 code units are the bytes). */
+export function compareNames(a: { name: string }, b: { name: string }): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/**
+ * Given members sorted by name and the hard-link groups among them: assign inode numbers
+ * in name order (a group shares the number of its first member), set nlink to the group
+ * size (2 + subdirectories for directories), and move a group's data onto its last member.
+ */
+export function finishEntries(entries: PackEntry[], groups: PackEntry[][]): void {
+  const groupOf = new Map<PackEntry, PackEntry[]>();
+  for (const g of groups) {
+    if (g.length < 2) continue;
+    g.sort(compareNames);
+    for (const e of g) groupOf.set(e, g);
+  }
+  const subdirs = new Map<string, number>();
+  for (const e of entries) {
+    if (e.type !== 'dir') continue;
+    const slash = e.name.lastIndexOf('/');
+    if (slash > 0) {
+      const parent = e.name.slice(0, slash);
+      subdirs.set(parent, (subdirs.get(parent) ?? 0) + 1);
+    }
+  }
+  let ino = 0;
+  for (const e of entries) {
+    const g = groupOf.get(e);
+    if (e.type === 'dir') e.nlink = 2 + (subdirs.get(e.name) ?? 0);
+    if (!g) {
+      e.ino = ++ino;
+      continue;
+    }
+    const first = g[0]!;
+    const last = g[g.length - 1]!;
+    e.ino = e === first ? ++ino : first.ino;
+    e.nlink = g.length;
+    // The last member carries the data; the others are size 0 (GNU cpio convention).
+    if (e !== last) {
+      e.size = 0;
+      e.readData = false;
+    }
+  }
+}

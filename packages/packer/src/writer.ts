@@ -1,0 +1,237 @@
+/**
+ * The newc writer: a synchronous state machine that fills caller-supplied buffers with
+ * the bytes of one archive (a slice of the sorted member list plus a TRAILER!!!).
+ *
+ * Synchronous on purpose: per-file async fs calls cost more than the copy itself for the
+ * small files an initrd is made of, so the hot loop is openSync/readSync/closeSync
+ * straight into the output buffer, with no per-file allocation.
+ */
+import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
+import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { encodeMember, encodeTrailer, memberSize, pad4, TRAILER_SIZE } from './newc.js';
+import { displayName, type PackEntry } from './scan.js';
+
+/** Smallest buffer `fill` accepts: one header with the longest name and symlink target. */
+export const MIN_FILL_BUFFER = 64 * 1024;
+
+const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
+const enum Phase {
+  Header,
+  Data,
+  Pad,
+  Trailer,
+  Done,
+}
+
+const scratch = Buffer.alloc(1);
+
+function changed(entry: PackEntry, how: string): UserError {
+  return new UserError('FILE_CHANGED', `${displayName(entry.path.toString('latin1'))} ${how} while it was being packed`, {
+    hint: 'do not modify the tree while packing it, then run the command again',
+  });
+}
+
+function readError(entry: PackEntry, error: unknown): UserError {
+  if (error instanceof UserError) return error;
+  const code = isErrnoException(error) ? error.code : undefined;
+  if (code === 'ENOENT') return changed(entry, 'vanished');
+  if (code === 'ELOOP') return changed(entry, 'was replaced by a symlink');
+  return new UserError('IO', `cannot read ${displayName(entry.path.toString('latin1'))}: ${(error as Error).message}`);
+}
+
+/** Writes members [start, end) of `entries` and a trailer, as one complete archive. */
+export class ArchiveFiller {
+  private i: number;
+  private phase = Phase.Header;
+  private fd = -1;
+  private remaining = 0;
+  /** Bytes produced so far. */
+  written = 0;
+
+  constructor(
+    private readonly entries: readonly PackEntry[],
+    start = 0,
+    private readonly end = entries.length,
+  ) {
+    this.i = start;
+  }
+
+  get done(): boolean {
+    return this.phase === Phase.Done;
+  }
+
+  /** Close a file left open by an error. */
+  close(): void {
+    if (this.fd >= 0) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        /* already failing */
+      }
+      this.fd = -1;
+    }
+  }
+
+  /**
+   * Fill `buf` from `off` on; returns the new end offset. Returns early (with room left)
+   * only when the next header does not fit, or when the archive is complete. Streaming
+   * callers pass buffers of at least MIN_FILL_BUFFER bytes (so that every header fits in
+   * an empty buffer); chunk callers pass a buffer of the chunk's exact size.
+   */
+  fill(buf: Buffer, off = 0): number {
+    const start = off;
+    try {
+      off = this.fillInner(buf, off);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+    this.written += off - start;
+    return off;
+  }
+
+  private fillInner(buf: Buffer, off: number): number {
+    const limit = buf.length;
+    const entries = this.entries;
+    for (;;) {
+      switch (this.phase) {
+        case Phase.Header: {
+          if (this.i >= this.end) {
+            this.phase = Phase.Trailer;
+            continue;
+          }
+          const e = entries[this.i]!;
+          const target = e.type === 'symlink' ? (e.linkTarget ?? '') : undefined;
+          const need = memberSize(e.name.length, target !== undefined ? target.length : 0);
+          if (limit - off < need) return off;
+          // devmajor/devminor describe the device holding the member: always 0, so the
+          // output does not depend on the disk the tree lives on.
+          off = encodeMember(buf, off, e.name, e.ino, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, 0, 0, e.rdevMajor, e.rdevMinor, 0);
+          if (target !== undefined) {
+            off += buf.write(target, off, 'latin1');
+            for (let p = pad4(target.length); p > 0; p--) buf[off++] = 0;
+            this.i++;
+            continue;
+          }
+          if (!e.readData) {
+            this.i++;
+            continue;
+          }
+          try {
+            this.fd = openSync(e.path, OPEN_FLAGS);
+          } catch (error) {
+            throw readError(e, error);
+          }
+          this.remaining = e.size;
+          this.phase = Phase.Data;
+          continue;
+        }
+        case Phase.Data: {
+          const e = entries[this.i]!;
+          let n: number;
+          if (this.remaining === 0) {
+            // All expected bytes copied: the file must be at EOF now.
+            try {
+              n = readSync(this.fd, scratch, 0, 1, null);
+            } catch (error) {
+              throw readError(e, error);
+            }
+            if (n !== 0) throw changed(e, 'grew');
+            closeSync(this.fd);
+            this.fd = -1;
+            this.phase = Phase.Pad;
+            continue;
+          }
+          const space = limit - off;
+          if (space === 0) return off;
+          // Ask for one byte more than expected when it fits: a short read then proves EOF
+          // without an extra syscall, and getting that byte proves the file grew.
+          const want = space > this.remaining ? this.remaining + 1 : space;
+          try {
+            n = readSync(this.fd, buf, off, want, null);
+          } catch (error) {
+            throw readError(e, error);
+          }
+          if (n === 0) throw changed(e, 'shrank');
+          if (n > this.remaining) throw changed(e, 'grew');
+          off += n;
+          this.remaining -= n;
+          if (this.remaining === 0 && want > n) {
+            closeSync(this.fd);
+            this.fd = -1;
+            this.phase = Phase.Pad;
+          }
+          continue;
+        }
+        case Phase.Pad: {
+          const e = entries[this.i]!;
+          const pad = pad4(e.size);
+          if (limit - off < pad) return off;
+          for (let p = 0; p < pad; p++) buf[off++] = 0;
+          this.i++;
+          this.phase = Phase.Header;
+          continue;
+        }
+        case Phase.Trailer:
+          if (limit - off < TRAILER_SIZE) return off;
+          off = encodeTrailer(buf, off);
+          this.phase = Phase.Done;
+          return off;
+        case Phase.Done:
+          return off;
+      }
+    }
+  }
+}
+
+/** One complete archive of a chunked image: members [start, end) and its exact size. */
+export interface Chunk {
+  start: number;
+  end: number;
+  bytes: number;
+}
+
+/**
+ * Split the member list into complete archives of about `chunkSize` bytes, cutting only
+ * at member boundaries where no hard-link group is open (the kernel forgets links at
+ * each TRAILER!!!). A member bigger than `chunkSize` ends up alone in its chunk. The
+ * plan depends only on names, sizes and link structure, so output stays reproducible.
+ */
+export function planChunks(entries: readonly PackEntry[], chunkSize: number): Chunk[] {
+  // open[i] > 0: a hard-link group started before i and ends at or after i.
+  const open = new Int32Array(entries.length + 1);
+  const first = new Map<number, number>();
+  const last = new Map<number, number>();
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.nlink > 1 && e.type !== 'dir') {
+      if (!first.has(e.ino)) first.set(e.ino, i);
+      last.set(e.ino, i);
+    }
+  }
+  for (const [ino, f] of first) {
+    const l = last.get(ino)!;
+    if (l > f) {
+      open[f + 1]! += 1;
+      open[l + 1]! -= 1;
+    }
+  }
+  const chunks: Chunk[] = [];
+  let start = 0;
+  let bytes = 0;
+  let depth = 0;
+  for (let i = 0; i < entries.length; i++) {
+    depth += open[i]!;
+    const e = entries[i]!;
+    const size = memberSize(e.name.length, e.size);
+    if (bytes > 0 && depth === 0 && bytes + size + TRAILER_SIZE > chunkSize) {
+      chunks.push({ start, end: i, bytes: bytes + TRAILER_SIZE });
+      start = i;
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  if (bytes > 0 || chunks.length === 0) chunks.push({ start, end: entries.length, bytes: bytes + TRAILER_SIZE });
+  return chunks;
+}
