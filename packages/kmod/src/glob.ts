@@ -4,7 +4,7 @@
  * - `*` matches any run of characters except `/` (within one path component);
  * - `?` matches one character except `/`;
  * - `[abc]`, `[a-z]`, `[!abc]` / `[^abc]` match one character of (not of) a set, never `/`;
- * - `**` matches across `/`: `a/**` matches everything below `a`, `**\/b` matches `b` at
+ * - `**` matches across `/`: `a/**` matches `a` itself and everything below it, `**\/b` matches `b` at
  *   any depth (including the top), `a/**\/b` matches `a/b`, `a/x/b`, `a/x/y/b`.
  * Everything else is literal. The whole string must match.
  */
@@ -37,8 +37,7 @@ export function globToRegExpSource(glob: string): string {
         continue;
       }
       if (stars >= 2 && atStart && j === glob.length && i > 0) {
-        // trailing `/**`: everything below; the directory itself is matched through the
-        // optional group the caller sees as `dir(?:/.*)?` (see below).
+        // trailing `/**`: the directory itself and everything below it: `dir(?:/.*)?`.
         out = out.slice(0, -1) + '(?:/.*)?';
         i = j;
         continue;
