@@ -14,3 +14,4 @@ export {
 export type { AtomicOutput } from './fs.js';
 export { createProgress, formatBytes } from './progress.js';
 export type { Progress } from './progress.js';
+export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UserError, silentLogger } from '@mkinitrd-pkg/common';
-import { globToRegExp } from './glob.js';
+import { globToRegExp } from '@mkinitrd-pkg/common';
 import { emptyDatabase, parseModuleLines, parseModulesBuiltin, resolveModuleRequest } from './moddb.js';
 import { parseModinfo } from './modinfo.js';
 import { addDependencies, compileModulePatterns, selectModules } from './select.js';

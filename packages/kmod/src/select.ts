@@ -1,5 +1,5 @@
 import { UserError, type Logger } from '@mkinitrd-pkg/common';
-import { globToRegExp, hasGlob } from './glob.js';
+import { globToRegExp, hasGlob } from '@mkinitrd-pkg/common';
 import { modulePathForms, normalizeAlias, resolveModuleRequest, type ModuleDatabase, type ModuleSoftdeps } from './moddb.js';
 
 /**

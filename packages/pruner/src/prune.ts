@@ -2,7 +2,7 @@ import { lstatSync, readdirSync, rmdirSync, unlinkSync, type Dirent, type Stats 
 import { lstat, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, getLogger, isErrnoException, type Logger } from '@mkinitrd-pkg/common';
-import { globToRegExpSource } from './glob.js';
+import { globToRegExpSource } from '@mkinitrd-pkg/common';
 import type { PruneRule } from './rules.js';
 
 export interface PruneOptions {

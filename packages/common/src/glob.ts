@@ -1,6 +1,5 @@
 /**
- * Shell-style globs compiled to regular expressions once (same rules as kmod's glob.ts;
- * a candidate for common once both settle).
+ * Shell-style globs compiled to regular expressions once (used by kmod patterns and pruner rules).
  *
  * - `*` matches any run of characters except `/` (within one path component);
  * - `?` matches one character except `/`;
