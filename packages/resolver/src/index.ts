@@ -1,4 +1,16 @@
 export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture } from './apt.js';
+export {
+  DnfResolver,
+  explainDnfFailure,
+  parseScriptletFailures,
+  parseRpmQuery,
+  parseDnfTransaction,
+  dnfRepositories,
+  renderDnfConf,
+  rpmArchitecture,
+  RPMDB_PATH,
+} from './dnf.js';
+export type { DnfRepository, ScriptletFailure, RpmRecord, PlannedRpm } from './dnf.js';
 export { runInMountNamespace, systemMounts } from './namespace.js';
 export type { NamespaceMount } from './namespace.js';
 export { createResolver } from './registry.js';
