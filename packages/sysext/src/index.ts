@@ -1,1 +1,14 @@
-export {};
+export { buildSysext, defaultCacheDir } from './build.js';
+export type { SysextBuildOptions, SysextBuildResult, SysextPartition } from './build.js';
+export { loadDefinition, listDefinitions, parseDefinition, SCOPES, BUILTIN_DEFINITION_DIR, DEFAULT_DEFINITION_DIRS } from './definition.js';
+export type { SysextDefinition, SysextScope, DefinitionInfo } from './definition.js';
+export { parseOsRelease, readBaseRelease, readFileInRoot, extensionReleaseFields, renderOsRelease } from './os-release.js';
+export type { BaseRelease, ExtensionReleaseOptions } from './os-release.js';
+export { FORMATS, formatVerity, loadSigningIdentity, makeFilesystem, signRootHash, signaturePartition } from './image.js';
+export type { SysextFormat, SigningIdentity, VerityResult } from './image.js';
+export { PARTITION_TYPES, layoutPartitions, sfdiskScript, writeDdi } from './ddi.js';
+export type { PartitionInput, PartitionLayout, PartitionRole } from './ddi.js';
+export { STATE_PATHS, diffLayer, findDeletions, enforceSysextScope, summarizeTree, isWhiteout } from './tree.js';
+export { derivedUuid, formatUuid, rootHashUuids } from './uuid.js';
+export { resolveBase, presetBaseKey } from './base.js';
+export type { BaseKind, ResolvedBase } from './base.js';

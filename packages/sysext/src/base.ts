@@ -1,0 +1,180 @@
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError, isErrnoException, type Logger } from '@mkinitrd-pkg/common';
+import { findPreset, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
+import { createResolver } from '@mkinitrd-pkg/resolver';
+import { extractImage } from '@mkinitrd-pkg/packer';
+import { readBaseRelease } from './os-release.js';
+import { runInstallWorker } from './layer.js';
+
+export type BaseKind = 'preset' | 'directory' | 'image';
+
+export interface ResolvedBase {
+  kind: BaseKind;
+  /** The root directory to layer the extension over (never modified). */
+  root: string;
+  /** What the user named: the preset, the directory or the image file. */
+  source: string;
+  /** Repositories and package manager to install the extension's packages with. */
+  config: ImageConfig;
+  /** preset: whether the cached installroot was reused. */
+  cached?: boolean;
+}
+
+export interface ResolveBaseOptions {
+  base?: string | undefined;
+  preset?: string | undefined;
+  presetDirs?: string[] | undefined;
+  dropInDirs?: string[] | undefined;
+  configFiles?: string[] | undefined;
+  cacheDir: string;
+  workDir: string;
+  sourceDateEpoch?: number | undefined;
+  logger: Logger;
+}
+
+async function statOrUndefined(path: string) {
+  try {
+    return await stat(path);
+  } catch (error) {
+    if (isErrnoException(error) && (error.code === 'ENOENT' || error.code === 'ENOTDIR')) return undefined;
+    throw new UserError('INPUT', `cannot read base ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** The preset as `build` would resolve it (drop-ins and --config files included): the base's identity. */
+function presetLoadOptions(preset: string, options: ResolveBaseOptions) {
+  return {
+    preset,
+    ...(options.presetDirs && { presetDirs: options.presetDirs }),
+    ...(options.dropInDirs && { dropInDirs: options.dropInDirs }),
+    configFiles: options.configFiles ?? [],
+  };
+}
+
+/**
+ * Which repositories a --base DIR|IMAGE is extended from: --preset if given, else the
+ * preset named like the base's os-release ID (debian → presets/debian.conf).
+ */
+async function configForBase(root: string, options: ResolveBaseOptions): Promise<ImageConfig> {
+  if (options.preset) return loadConfig(presetLoadOptions(options.preset, options));
+  const release = await readBaseRelease(root);
+  const id = release.fields.ID;
+  if (!id) {
+    throw new UserError('INPUT', `the base ${options.base} has no os-release: cannot tell which distribution's packages to install`, {
+      hint: 'pass --preset NAME to choose the repositories',
+    });
+  }
+  try {
+    await findPreset(id, options.presetDirs);
+  } catch {
+    throw new UserError('INPUT', `no preset for the base's distribution "${id}"`, { hint: 'pass --preset NAME (or a .conf file) naming its repositories' });
+  }
+  const config = await loadConfig(presetLoadOptions(id, options));
+  const codename = release.fields.VERSION_CODENAME;
+  if (codename && config.release && codename !== config.release) {
+    options.logger.warn({ base: codename, preset: config.release }, `the base is ${id} ${codename} but preset ${config.preset} installs from ${config.release}`);
+  }
+  return config;
+}
+
+/** Cache key of a preset's installroot: its package set and the exact repository state. */
+export function presetBaseKey(config: ImageConfig, repositoryDigest: string): string {
+  return createHash('sha256')
+    .update(
+      JSON.stringify([
+        config.distribution,
+        config.release,
+        config.packageManager,
+        config.architecture,
+        config.mirror,
+        config.components,
+        config.repositories,
+        config.repositoryKeys,
+        config.repositoryKeyCheck,
+        [...config.packages].sort(),
+        repositoryDigest,
+      ]),
+    )
+    .digest('hex')
+    .slice(0, 20);
+}
+
+/**
+ * A preset's installroot (its Packages= installed, not pruned, package database kept so
+ * apt installs only what the extension adds), cached under CACHE/sysext/bases/ by
+ * preset content and repository digest. Built in the work dir and renamed into place,
+ * so a killed build never leaves a half-built base behind.
+ */
+async function presetBase(config: ImageConfig, options: ResolveBaseOptions): Promise<{ root: string; cached: boolean }> {
+  const { logger, cacheDir } = options;
+  const resolver = createResolver(config.packageManager);
+  const digest = await resolver.refresh({ config, cacheDir, logger });
+  const dir = join(cacheDir, 'sysext', 'bases', `${config.preset}-${presetBaseKey(config, digest)}`);
+  const root = join(dir, 'root');
+  try {
+    await stat(join(dir, 'base.json'));
+    logger.info({ base: dir }, 'reusing the cached base installroot');
+    return { root, cached: true };
+  } catch {
+    /* build it */
+  }
+  logger.info({ preset: config.preset, packages: config.packages.length }, 'installing the base installroot');
+  const staging = join(options.workDir, 'base-build');
+  const stagingRoot = join(staging, 'root');
+  await mkdir(stagingRoot, { recursive: true });
+  const outcome = await runInstallWorker(
+    options.workDir,
+    [],
+    {
+      root: stagingRoot,
+      ignore: [],
+      config,
+      packages: config.packages,
+      cacheDir,
+      ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
+    },
+    logger,
+  );
+  await writeFile(
+    join(staging, 'base.json'),
+    JSON.stringify({ preset: config.preset, sources: config.sources, repositoryDigest: outcome.install.repositoryDigest, packages: outcome.install.packages }, null, 2) + '\n',
+  );
+  await mkdir(join(cacheDir, 'sysext', 'bases'), { recursive: true });
+  try {
+    await rename(staging, dir);
+  } catch (error) {
+    // Another build made the same base meanwhile: use theirs.
+    if (!(isErrnoException(error) && (error.code === 'ENOTEMPTY' || error.code === 'EEXIST'))) throw error;
+    await rm(staging, { recursive: true, force: true });
+  }
+  return { root, cached: false };
+}
+
+/** Turn --base / --preset into a root directory to layer over, plus the repositories to use. */
+export async function resolveBase(options: ResolveBaseOptions): Promise<ResolvedBase> {
+  if (options.base === undefined) {
+    const config = await loadConfig(presetLoadOptions(options.preset ?? 'debian', options));
+    const { root, cached } = await presetBase(config, options);
+    return { kind: 'preset', root, source: config.preset, config, cached };
+  }
+  const st = await statOrUndefined(options.base);
+  if (!st) throw new UserError('INPUT', `base not found: ${options.base}`, { hint: 'name an initrd image, an unpacked initrd or an installroot directory, or use --preset' });
+  if (st.isDirectory()) {
+    const root = await realpath(options.base);
+    const usr = await lstat(join(root, 'usr')).catch(() => undefined);
+    if (!usr?.isDirectory()) {
+      throw new UserError('INPUT', `base ${options.base} is not a root file system (it has no usr/ directory)`);
+    }
+    return { kind: 'directory', root, source: options.base, config: await configForBase(root, options) };
+  }
+  if (!st.isFile()) throw new UserError('INPUT', `base ${options.base} is neither a directory nor an image file`);
+  const root = join(options.workDir, 'base');
+  options.logger.info({ image: options.base }, 'unpacking the base image');
+  // The packer's reader: every segment (microcode, compressed, concatenated), safely.
+  await extractImage(options.base, root, { logger: options.logger });
+  const usr = await lstat(join(root, 'usr')).catch(() => undefined);
+  if (!usr?.isDirectory()) throw new UserError('INPUT', `base image ${options.base} holds no usr/ directory: not an initrd of a merged-/usr system`);
+  return { kind: 'image', root, source: options.base, config: await configForBase(root, options) };
+}

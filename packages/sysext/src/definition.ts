@@ -1,0 +1,179 @@
+import { access, readFile, readdir } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
+
+export type SysextScope = 'initrd' | 'system';
+export const SCOPES: readonly SysextScope[] = ['initrd', 'system'];
+
+/** One extension definition (sysext/*.conf): what to install on top of a base. */
+export interface SysextDefinition {
+  /** Name= (default: the file name without .conf); the default output name. */
+  name: string;
+  description: string;
+  packages: string[];
+  /** Scope= (default initrd): becomes SYSEXT_SCOPE= in the extension-release file. */
+  scope: SysextScope;
+  /** RemoveFiles=: globs (relative to /) removed after install, like the preset's. */
+  removeFiles: string[];
+  /** KeepFiles=: globs the prune rules must not remove. */
+  keepFiles: string[];
+  /** The file it was read from. */
+  path: string;
+}
+
+/** sysext/ at the top of the source tree (data, not code). */
+export const BUILTIN_DEFINITION_DIR = fileURLToPath(new URL('../../../sysext/', import.meta.url));
+/** Admin's, vendor's, then ours — the first that has NAME.conf wins (as for presets). */
+export const DEFAULT_DEFINITION_DIRS = ['/etc/mkinitrd-pkg/sysext', '/usr/lib/mkinitrd-pkg/sysext', BUILTIN_DEFINITION_DIR];
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+// Debian/RPM package names plus apt's arch/version qualifiers; never an option.
+const PACKAGE_RE = /^[A-Za-z0-9][A-Za-z0-9+._:~=-]*$/;
+
+interface KeySpec {
+  list?: boolean;
+  apply: (def: SysextDefinition, value: string, where: Assignment) => void;
+}
+
+function fail(where: Assignment, message: string, hint?: string): never {
+  throw new UserError('CONFIG', `${where.file}:${where.line}: ${where.section}.${where.key}: ${message}`, hint ? { hint } : {});
+}
+
+function listKey(field: 'packages' | 'removeFiles' | 'keepFiles', check?: (item: string, where: Assignment) => void): KeySpec {
+  return {
+    list: true,
+    apply(def, value, where) {
+      // mkosi's rule, as in presets: lists accumulate, an empty assignment resets.
+      if (value === '') {
+        def[field] = [];
+        return;
+      }
+      for (const item of value.split(/\s+/).filter(Boolean)) {
+        check?.(item, where);
+        if (!def[field].includes(item)) def[field].push(item);
+      }
+    },
+  };
+}
+
+const SCHEMA: Record<string, Record<string, KeySpec>> = {
+  Extension: {
+    Name: {
+      apply(def, value, where) {
+        if (!NAME_RE.test(value)) fail(where, `invalid name "${value}"`, 'use letters, digits, ".", "_" and "-"');
+        def.name = value;
+      },
+    },
+    Description: { apply: (def, value) => void (def.description = value.replaceAll('\n', ' ')) },
+    Packages: listKey('packages', (item, where) => {
+      if (!PACKAGE_RE.test(item)) fail(where, `invalid package name "${item}"`);
+    }),
+    Scope: {
+      apply(def, value, where) {
+        if (!(SCOPES as readonly string[]).includes(value)) fail(where, `unknown scope "${value}"`, `use one of: ${SCOPES.join(', ')}`);
+        def.scope = value as SysextScope;
+      },
+    },
+    RemoveFiles: listKey('removeFiles'),
+    KeepFiles: listKey('keepFiles'),
+  },
+};
+
+/** Parse a definition's text; every error names file:line. */
+export function parseDefinition(text: string, file: string): SysextDefinition {
+  const def: SysextDefinition = {
+    name: basename(file).replace(/\.conf$/, ''),
+    description: '',
+    packages: [],
+    scope: 'initrd',
+    removeFiles: [],
+    keepFiles: [],
+    path: file,
+  };
+  for (const a of parseIniAssignments(text, file)) {
+    const section = SCHEMA[a.section];
+    if (!section) {
+      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown section [${a.section}]`, {
+        hint: `known sections: ${Object.keys(SCHEMA).map((s) => `[${s}]`).join(' ')}`,
+      });
+    }
+    const spec = section[a.key];
+    if (!spec) {
+      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown key ${a.key}= in [${a.section}]`, {
+        hint: `known keys in [${a.section}]: ${Object.keys(section).join(', ')}`,
+      });
+    }
+    spec.apply(def, a.value, a);
+  }
+  if (def.packages.length === 0) {
+    throw new UserError('CONFIG', `${file}: no Packages= set`, { hint: 'an extension installs at least one package: [Extension] Packages=…' });
+  }
+  return def;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface DefinitionInfo {
+  name: string;
+  path: string;
+}
+
+/** All definitions on the search path (a name in a higher-priority dir masks lower ones). */
+export async function listDefinitions(dirs: readonly string[] = DEFAULT_DEFINITION_DIRS): Promise<DefinitionInfo[]> {
+  const found = new Map<string, string>();
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names.sort()) {
+      if (!name.endsWith('.conf')) continue;
+      const def = name.slice(0, -'.conf'.length);
+      if (!found.has(def)) found.set(def, join(dir, name));
+    }
+  }
+  return [...found].sort(([a], [b]) => a.localeCompare(b)).map(([name, path]) => ({ name, path }));
+}
+
+/** A definition by name (searched in `dirs`) or by path (contains "/" or ends in .conf). */
+export async function loadDefinition(nameOrFile: string, dirs: readonly string[] = DEFAULT_DEFINITION_DIRS): Promise<SysextDefinition> {
+  let path: string | undefined;
+  if (nameOrFile.includes('/') || nameOrFile.endsWith('.conf')) {
+    path = resolve(nameOrFile);
+    if (!(await exists(path))) throw new UserError('INPUT', `extension definition not found: ${nameOrFile}`);
+  } else {
+    if (!NAME_RE.test(nameOrFile)) throw new UserError('INPUT', `invalid extension definition name "${nameOrFile}"`);
+    for (const dir of dirs) {
+      const candidate = join(dir, `${nameOrFile}.conf`);
+      if (await exists(candidate)) {
+        path = candidate;
+        break;
+      }
+    }
+    if (!path) {
+      const known = (await listDefinitions(dirs)).map((d) => d.name);
+      throw new UserError('INPUT', `unknown extension definition "${nameOrFile}"`, {
+        hint: known.length ? `available definitions: ${known.join(', ')} (or pass a .conf file)` : 'no definitions found; pass a .conf file',
+      });
+    }
+  }
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if (isErrnoException(error) && error.code === 'EISDIR') throw new UserError('INPUT', `extension definition is a directory: ${path}`);
+    throw new UserError('INPUT', `cannot read extension definition ${path}: ${(error as Error).message}`);
+  }
+  return parseDefinition(text, path);
+}
