@@ -321,6 +321,7 @@ async function* parseArchive(reader: ByteReader, segment: ImageSegment, archive:
     if (type === 'symlink') {
       if (h.filesize > MAX_LINK_TARGET) throw corrupt(`symlink ${entry.name} has an implausible target length ${h.filesize}${where}`);
       const target = Buffer.from(await reader.read(h.filesize, 'symlink target'));
+      if (target.length === 0 || target.includes(0)) throw corrupt(`symlink ${entry.name} has an empty target or one with a NUL byte${where}`);
       entry.rawLinkTarget = target;
       entry.linkTarget = target.toString('utf8');
       await reader.skip(dataPad, 'data padding');
