@@ -171,6 +171,12 @@ describe('DnfResolver: install into a private installroot', () => {
     expect(b).toEqual(a);
   });
 
+  it('passes SOURCE_DATE_EPOCH to scriptlets', async () => {
+    const root = await mkdtemp(join(work, 'root-'));
+    await resolver.install({ root, config: await fedora(localRepo(repos.main)), packages: ['mk-base'], cacheDir, sourceDateEpoch: 1234567890, logger });
+    expect(await readFile(join(root, 'etc/mk-post-epoch'), 'utf8')).toBe('1234567890\n');
+  });
+
   it('adds to a root that already has packages (sysext layering), with a second repository', async () => {
     const config = await fedora(localRepo(repos.main, `Repositories=file://${repos.extra}\n`));
     const { result } = await install(config, ['mk-extra'], first.root);

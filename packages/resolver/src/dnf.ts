@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
-import { access, chmod, lstat, mkdir, readFile, readdir, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { access, chmod, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, lastLines, requireCommands, run, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, requireCommands, run, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
@@ -134,6 +134,13 @@ const RPM_MACROS = `%_dbpath ${RPMDB_PATH}
 %__transaction_syslog %{nil}
 `;
 
+/** Builds sharing a cache may write these files at the same time: never show a half-written one. */
+async function writeFileAtomic(path: string, content: string): Promise<void> {
+  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(temp, content);
+  await rename(temp, path);
+}
+
 async function prepareDnf(cacheDir: string, config: ImageConfig): Promise<DnfPaths> {
   await requireCommands(['dnf', 'rpm'], 'install dnf and rpm (Debian: apt-get install dnf rpm)');
   const base = repoCacheDir(cacheDir, config);
@@ -142,12 +149,12 @@ async function prepareDnf(cacheDir: string, config: ImageConfig): Promise<DnfPat
   const etc = join(base, 'etc');
   const vars = join(etc, 'vars');
   await Promise.all([mkdir(cache, { recursive: true }), mkdir(home, { recursive: true }), mkdir(vars, { recursive: true })]);
-  await writeFile(join(home, '.rpmmacros'), RPM_MACROS);
+  await writeFileAtomic(join(home, '.rpmmacros'), RPM_MACROS);
   const repos = dnfRepositories(config);
   const conf = renderDnfConf(config, repos, await gpgKeyUrls(config), vars);
   // Named by content: builds with different key settings may share the cache at once.
   const confPath = join(etc, `dnf-${createHash('sha256').update(conf).digest('hex').slice(0, 12)}.conf`);
-  await writeFile(confPath, conf);
+  await writeFileAtomic(confPath, conf);
   const argv = [
     'dnf',
     `--config=${confPath}`,
@@ -187,6 +194,7 @@ export function explainDnfFailure(result: RunResult): UserError | undefined {
       /^(Public key for \S+ is not installed)/m.exec(text)?.[1] ??
       /^(Import of key\(s\) didn't help, wrong key\(s\)\?)/m.exec(text)?.[1] ??
       'GPG check FAILED';
+    // The same code apt's resolver gives a signature failure, so callers treat both alike.
     return new UserError('MIRROR_UNREACHABLE', `repository signature check failed: ${line}`, {
       hint: 'RepositoryKey= must name the key that signs the packages (RepositoryKeyCheck=no disables the check)',
     });
@@ -207,7 +215,10 @@ export function explainDnfFailure(result: RunResult): UserError | undefined {
   if (problem) {
     const after = text.slice(problem.index + problem[0].length);
     const first = /^\s*- (.*)$/m.exec(after)?.[1]?.trim();
-    return new UserError('DEPENDENCY_CONFLICT', `dependency problem: ${first ?? problem[1]!.trim()}`, { hint: lastLines(result.stderr, 3) || undefined });
+    const count = text.match(/^\s*Problem(?: \d+)?: /gm)!.length;
+    return new UserError('DEPENDENCY_CONFLICT', `dependency problem: ${first ?? problem[1]!.trim()}`, {
+      hint: `${count > 1 ? `${count} problems; ` : ''}a repository providing it may be missing from Repositories=, or a package in Packages= cannot be installed`,
+    });
   }
   const fileConflict = /^\s*(file \S+ (?:conflicts between attempted installs of|from install of) .*)$/m.exec(text);
   if (fileConflict) return new UserError('DEPENDENCY_CONFLICT', `file conflict: ${fileConflict[1]!.trim()}`);
@@ -449,9 +460,14 @@ export class DnfResolver implements Resolver {
   async refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string> {
     const paths = await prepareDnf(request.cacheDir, request.config);
     request.logger.info({ mirror: request.config.mirror, release: request.config.release }, 'refreshing repository metadata');
-    // dnf needs an installroot to hang the cache on; a scratch one next to the cache.
-    const scratch = join(paths.cache, '..', 'refresh-root');
-    await runDnf(scratch, paths, ['--refresh', 'makecache'], []);
+    // dnf needs an installroot to hang the cache on: a scratch one per call, since a
+    // mount point shared with a concurrent build could be removed under it.
+    const scratch = await mkdtemp(join(paths.cache, '..', 'refresh-root-'));
+    try {
+      await runDnf(scratch, paths, ['--refresh', 'makecache'], []);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
     return repomdDigest(paths.cache, paths.repos);
   }
 
@@ -496,15 +512,19 @@ export class DnfResolver implements Resolver {
     const paths = await prepareDnf(request.cacheDir, config);
     await requireCommands(['rpm2cpio', 'cpio'], 'install rpm2cpio (rpm) and cpio');
     const base = join(paths.cache, '..');
-    const emptyRoot = join(base, 'empty-root');
-    await rm(emptyRoot, { recursive: true, force: true });
     // With --downloaddir dnf keeps packages there instead of the cache and skips the
     // ones already present and intact, so this directory is the download cache here.
     const downloads = join(base, 'unpack-rpms');
     await mkdir(downloads, { recursive: true });
     logger.info({ packages: request.packages }, 'downloading packages to unpack');
-    const result = await runDnf(emptyRoot, paths, ['--refresh', 'install', '--downloadonly', `--downloaddir=${downloads}`, ...request.packages], []);
-    await rm(emptyRoot, { recursive: true, force: true });
+    // Resolved against an empty root of its own: the closure is the package's alone.
+    const emptyRoot = await mkdtemp(join(base, 'empty-root-'));
+    let result: RunResult;
+    try {
+      result = await runDnf(emptyRoot, paths, ['--refresh', 'install', '--downloadonly', `--downloaddir=${downloads}`, ...request.packages], []);
+    } finally {
+      await rm(emptyRoot, { recursive: true, force: true });
+    }
     const plan = parseDnfTransaction(result.stdout);
     const wanted = plan.filter((p) => request.include(p.name));
     if (wanted.length === 0) {
