@@ -8,7 +8,7 @@ import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/prun
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
 import { resolveBase, type BaseKind } from './base.js';
 import { copyBase, overlayWorks, prepareOverlay, runInstallWorker } from './layer.js';
-import { STATE_PATHS, diffLayer, enforceSysextScope, summarizeTree } from './tree.js';
+import { STATE_PATHS, diffLayer, enforceSysextScope, removeEmptyDirs, summarizeTree } from './tree.js';
 import { extensionReleaseFields, readBaseRelease, renderOsRelease } from './os-release.js';
 import { FORMATS, formatVerity, loadSigningIdentity, makeFilesystem, sha256File, signRootHash, signaturePartition, type SysextFormat, type SigningIdentity } from './image.js';
 import { partitionName, writeDdi, type PartitionInput, type PartitionLayout } from './ddi.js';
@@ -57,7 +57,8 @@ export interface SysextBuildResult {
   definition: { name: string; path: string; packages: string[] };
   scope: SysextScope;
   format: SysextFormat;
-  base: { kind: BaseKind; source: string; root: string; cached?: boolean; release: Record<string, string>; releaseFile: string | undefined };
+  /** root: the directory layered over (not for an image: that one is unpacked per build and removed). */
+  base: { kind: BaseKind; source: string; root?: string; cached?: boolean; release: Record<string, string>; releaseFile: string | undefined };
   preset: string;
   extensionRelease: Record<string, string>;
   /** Packages the extension added on top of the base. */
@@ -280,6 +281,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
         dropped: scopeCheck.droppedConfig,
       });
     }
+    await removeEmptyDirs(staging, diff.emptyNewDirs);
     const usr = await lstat(join(staging, 'usr')).catch(() => undefined);
     const opt = await lstat(join(staging, 'opt')).catch(() => undefined);
     if (!usr && !opt) {
@@ -362,7 +364,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       definition: { name: definition.name, path: definition.path, packages: definition.packages },
       scope,
       format,
-      base: { kind: base.kind, source: base.source, root: base.root, ...(base.cached !== undefined && { cached: base.cached }), release: baseRelease.fields, releaseFile: baseRelease.source },
+      base: { kind: base.kind, source: base.source, ...(base.kind !== 'image' && { root: base.root }), ...(base.cached !== undefined && { cached: base.cached }), release: baseRelease.fields, releaseFile: baseRelease.source },
       preset: base.config.preset,
       extensionRelease,
       packages: added,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream, type Stats } from 'node:fs';
-import { chmod, copyFile, link, lstat, mkdir, open, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, open, readdir, readlink, rm, rmdir, symlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { isErrnoException } from '@mkinitrd-pkg/common';
 
@@ -97,6 +97,8 @@ export interface LayerDiff {
   flattenedAlternatives: string[];
   /** Special files (fifos, sockets, device nodes) that an extension does not carry. */
   skippedSpecial: string[];
+  /** New directories that were empty as installed (packaged on purpose): kept by removeEmptyDirs. */
+  emptyNewDirs: string[];
 }
 
 /**
@@ -135,7 +137,7 @@ async function resolveAlternative(upper: string, base: string, target: string): 
  * an extension cannot delete base files.
  */
 export async function diffLayer(options: LayerDiffOptions): Promise<LayerDiff> {
-  const result: LayerDiff = { copied: 0, identical: 0, flattenedAlternatives: [], skippedSpecial: [] };
+  const result: LayerDiff = { copied: 0, identical: 0, flattenedAlternatives: [], skippedSpecial: [], emptyNewDirs: [] };
   const made = new Set<string>(['']);
   const links = new Map<string, string>();
   await mkdir(options.staging, { recursive: true });
@@ -166,6 +168,7 @@ export async function diffLayer(options: LayerDiffOptions): Promise<LayerDiff> {
         if (!baseDir) {
           await ensureDir(childRel);
           result.copied++;
+          if ((await readdir(upperPath)).length === 0) result.emptyNewDirs.push(childRel);
         }
         await walk(childRel, baseDir);
         continue;
@@ -237,6 +240,33 @@ export async function findDeletions(upper: string, base: string, merged: string,
   }
   await walk('');
   return deleted;
+}
+
+/**
+ * Remove directories left empty in the staging tree — parents of entries that pruning
+ * or the scope check removed — bottom-up, except directories packages ship empty.
+ * Returns how many were removed.
+ */
+export async function removeEmptyDirs(root: string, keep: readonly string[]): Promise<number> {
+  const keepSet = new Set(keep);
+  let removed = 0;
+  async function walk(rel: string): Promise<boolean> {
+    const path = rel ? join(root, rel) : root;
+    let empty = true;
+    for (const name of await readdir(path)) {
+      const childRel = rel ? `${rel}/${name}` : name;
+      const st = await lstat(join(root, childRel));
+      if (st.isDirectory() && (await walk(childRel))) {
+        await rmdir(join(root, childRel));
+        removed++;
+        continue;
+      }
+      empty = false;
+    }
+    return empty && rel !== '' && !keepSet.has(rel);
+  }
+  await walk('');
+  return removed;
 }
 
 export interface ScopeCheck {
