@@ -18,12 +18,17 @@ export interface BuildOptions {
   /** Overrides env SOURCE_DATE_EPOCH and the newest package's date. */
   sourceDateEpoch?: number;
   logger?: Logger;
+  /**
+   * Where each image's manifest goes: default IMAGE.manifest.json; a template with
+   * {kver}; '' for none (kernel-install copies every staged initrd* file into the entry).
+   */
+  manifest?: string;
 }
 
 export interface ImageResult {
   kernelVersion: string;
   path: string;
-  manifestPath: string;
+  manifestPath: string | undefined;
   sha256: string;
   bytes: number;
   modules: string[];
@@ -243,10 +248,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const pruneReport = await phases.time('prune', () =>
       prune({
         root,
-        rules: [
-          ...DEFAULT_PRUNE_RULES,
-          { name: 'package-db', description: 'package manager databases', patterns: resolver.databasePaths.flatMap((p) => [p, `${p}/**`]) },
-        ],
+        rules: DEFAULT_PRUNE_RULES,
         keep: config.keepFiles.map(stripSlash),
         extraRemove: config.removeFiles.flatMap((p) => [stripSlash(p), `${stripSlash(p)}/**`]),
         logger,
@@ -277,7 +279,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       );
       const sha256 = await sha256File(output);
       const bytes = (await stat(output)).size;
-      const manifestPath = `${output}.manifest.json`;
+      const manifestPath =
+        options.manifest === undefined ? `${output}.manifest.json` : options.manifest === '' ? undefined : resolve(options.manifest.replaceAll('{kver}', kernel.kernelVersion));
       const image: ImageResult = {
         kernelVersion: kernel.kernelVersion,
         path: output,
@@ -288,7 +291,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
         firmware: modules.firmware,
         modulesSource: kernel.description,
       };
-      await writeManifest(manifestPath, {
+      if (manifestPath) await writeManifest(manifestPath, {
         image: basename(output),
         sha256,
         bytes,

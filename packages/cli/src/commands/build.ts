@@ -14,6 +14,7 @@ export default class Build extends BaseCommand {
     ...configFlags,
     'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
     'cache-dir': Flags.string({ description: 'package and installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
+    manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
 
@@ -24,6 +25,7 @@ export default class Build extends BaseCommand {
       config,
       ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),
       ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
+      ...(flags.manifest !== undefined && { manifest: flags.manifest }),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
