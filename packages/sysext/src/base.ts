@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, isErrnoException, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
 import { findPreset, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver } from '@mkinitrd-pkg/resolver';
 import { extractImage } from '@mkinitrd-pkg/packer';
@@ -58,9 +58,15 @@ function presetLoadOptions(preset: string, options: ResolveBaseOptions) {
  * preset named like the base's os-release ID (debian → presets/debian.conf).
  */
 async function configForBase(root: string, options: ResolveBaseOptions): Promise<ImageConfig> {
-  if (options.preset) return loadConfig(presetLoadOptions(options.preset, options));
   const release = await readBaseRelease(root);
   const id = release.fields.ID;
+  if (options.preset) {
+    const config = await loadConfig(presetLoadOptions(options.preset, options));
+    if (id && id !== config.distribution) {
+      options.logger.warn({ base: id, preset: config.distribution }, `the base is ${id} but preset ${config.preset} installs ${config.distribution} packages`);
+    }
+    return config;
+  }
   if (!id) {
     throw new UserError('INPUT', `the base ${options.base} has no os-release: cannot tell which distribution's packages to install`, {
       hint: 'pass --preset NAME to choose the repositories',
@@ -163,6 +169,12 @@ export async function resolveBase(options: ResolveBaseOptions): Promise<Resolved
   if (!st) throw new UserError('INPUT', `base not found: ${options.base}`, { hint: 'name an initrd image, an unpacked initrd or an installroot directory, or use --preset' });
   if (st.isDirectory()) {
     const root = await realpath(options.base);
+    if (isPathInside(root, options.cacheDir)) {
+      // Also what keeps `--base /` from layering the host under itself.
+      throw new UserError('INPUT', `the cache directory ${options.cacheDir} lies inside the base ${options.base}`, {
+        hint: root === '/' ? 'the running system is not a base: use --preset, an installroot or an initrd image' : 'pass --cache-dir outside the base',
+      });
+    }
     const usr = await lstat(join(root, 'usr')).catch(() => undefined);
     if (!usr?.isDirectory()) {
       throw new UserError('INPUT', `base ${options.base} is not a root file system (it has no usr/ directory)`);

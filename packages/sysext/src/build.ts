@@ -81,7 +81,7 @@ export interface SysextBuildResult {
     identical: number;
     /** Base entries the packages deleted: an extension cannot delete, so they were ignored. */
     deletions: string[];
-    /** /etc and /var files: sysext merges only /usr and /opt. */
+    /** /etc, /var and /root files: sysext merges only /usr and /opt. */
     outsideUsr: string[];
     specialFiles: string[];
   };
@@ -218,7 +218,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
 
     // Install the packages over the base: overlay (upper layer = the extension) or a copy.
     progress.update(`installing ${definition.packages.join(' ')}`);
-    const layering = options.overlay !== 'never' && (await overlayWorks(workDir)) ? 'overlay' : 'copy';
+    const layering = options.overlay !== 'never' && (await overlayWorks(workDir, base.root)) ? 'overlay' : 'copy';
     if (layering === 'copy' && options.overlay !== 'never') warn('overlayfs is not available here: installing into a copy of the base instead');
     let upper: string;
     let outcome;
@@ -277,7 +277,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       });
     }
     if (scopeCheck.droppedConfig.length) {
-      warn(`dropped ${scopeCheck.droppedConfig.length} file(s) under /etc and /var (sysext merges only /usr and /opt; the programs use built-in defaults, or ship configuration in the base or a confext): ${list(scopeCheck.droppedConfig)}`, {
+      warn(`dropped ${scopeCheck.droppedConfig.length} file(s) under /etc, /var and /root (sysext merges only /usr and /opt; the programs use built-in defaults, or ship configuration in the base or a confext): ${list(scopeCheck.droppedConfig)}`, {
         dropped: scopeCheck.droppedConfig,
       });
     }

@@ -112,12 +112,15 @@ export async function prepareOverlay(workDir: string, base: string): Promise<Ove
   };
 }
 
-/** Can we mount an overlay here (kernel support, upper dir's filesystem)? Probed in a throwaway namespace. */
-export async function overlayWorks(workDir: string): Promise<boolean> {
+/**
+ * Can we mount an overlay over this base, with the upper layer in the work dir (kernel
+ * support, the base's and the work dir's file systems)? Probed in a throwaway
+ * namespace with the real base as the lower dir; nothing is written to the base.
+ */
+export async function overlayWorks(workDir: string, base: string): Promise<boolean> {
   const probe = join(workDir, 'overlay-probe');
-  const lower = join(probe, 'base');
-  await mkdir(lower, { recursive: true });
-  const overlay = await prepareOverlay(probe, lower);
+  await mkdir(probe, { recursive: true });
+  const overlay = await prepareOverlay(probe, base);
   try {
     await runInMountNamespace(overlay.mounts, ['true']);
     return true;

@@ -150,13 +150,15 @@ describe.skipIf(!isRoot)('upper layer → extension tree', () => {
     expect((await readdir(staging)).sort()).toEqual(['usr']);
   });
 
-  it('refuses content outside /usr, /opt, /etc and /var; drops empty directories there', async () => {
+  it('refuses content outside /usr, /opt, /etc, /var and /root; drops empty directories there', async () => {
     const staging = join(dir, 'scope');
     await mkdir(join(staging, 'boot'), { recursive: true });
     await mkdir(join(staging, 'srv/empty'), { recursive: true });
     await mkdir(join(staging, 'usr/lib'), { recursive: true });
+    await mkdir(join(staging, 'root'), { recursive: true });
     await writeFile(join(staging, 'boot/vmlinuz'), 'k');
-    expect(await enforceSysextScope(staging)).toEqual({ droppedConfig: [], outside: ['boot/vmlinuz'] });
+    await writeFile(join(staging, 'root/.profile'), 'p');
+    expect(await enforceSysextScope(staging)).toEqual({ droppedConfig: ['root/.profile'], outside: ['boot/vmlinuz'] });
     expect((await readdir(staging)).sort()).toEqual(['boot', 'usr']);
   });
 

@@ -270,7 +270,7 @@ export async function removeEmptyDirs(root: string, keep: readonly string[]): Pr
 }
 
 export interface ScopeCheck {
-  /** Files under /etc and /var (configuration, state): dropped with a warning. */
+  /** Files under /etc, /var and /root (configuration, state, root's dotfiles): dropped with a warning. */
   droppedConfig: string[];
   /** Content anywhere else outside /usr and /opt: an error. */
   outside: string[];
@@ -279,10 +279,11 @@ export interface ScopeCheck {
 /**
  * systemd-sysext merges only /usr and /opt. Policy for the rest of what packages wrote:
  * - package-manager/cache/log/runtime state: dropped silently (STATE_PATHS, before this);
- * - /etc (configuration, e.g. lvm2's /etc/lvm/lvm.conf) and /var (state that
- *   maintainer scripts or tmpfiles.d create, e.g. /var/lib/nfs): dropped with a warning
- *   naming the files — the programs fall back to built-in defaults, and a confext or the
- *   base carries configuration;
+ * - /etc (configuration, e.g. lvm2's /etc/lvm/lvm.conf), /var (state that
+ *   maintainer scripts or tmpfiles.d create, e.g. /var/lib/nfs) and /root (base-files'
+ *   dotfiles, reinstalled over a base without a package database): dropped with a
+ *   warning naming the files — the programs fall back to built-in defaults, and a
+ *   confext or the base carries configuration;
  * - anything else (/boot, /root, a non-merged /bin or /lib …): an error naming the path;
  *   RemoveFiles= in the definition is the explicit way to drop such files.
  * Empty directories outside /usr and /opt are dropped silently.
@@ -301,7 +302,7 @@ export async function enforceSysextScope(staging: string): Promise<ScopeCheck> {
   for (const name of (await readdir(staging)).sort()) {
     const st = await lstat(join(staging, name));
     if ((name === 'usr' || name === 'opt') && st.isDirectory()) continue;
-    if (name === 'etc' || name === 'var') {
+    if (name === 'etc' || name === 'var' || name === 'root') {
       await collect(name, check.droppedConfig);
       await rm(join(staging, name), { recursive: true, force: true });
       continue;

@@ -10,7 +10,8 @@ Installs the definition's packages (sysext/NAME.conf) over the base on an overla
 
   static override examples = [
     '<%= config.bin %> sysext build --definition lvm --preset debian --output lvm.raw',
-    '<%= config.bin %> sysext build --definition raid --base /boot/initrd.img-6.1.0-28-amd64 --output raid.raw --verity',
+    '<%= config.bin %> sysext build --definition raid --base initrd.img --output raid.raw --verity',
+    '<%= config.bin %> sysext build --definition debug --base /boot/initrd.img-$(uname -r) --preset debian --output debug.raw',
     '<%= config.bin %> sysext build --definition ./my.conf --preset debian --output my.raw --sign-key db.key --sign-cert db.crt',
   ];
 
