@@ -58,6 +58,13 @@ export function defaultCacheDir(): string {
   return join(base, 'mkinitrd-pkg');
 }
 
+/**
+ * zstd level for initrds when the config names none. Measured on the generic Debian
+ * image (80 MB of cpio, 2 cores): level 3 → 22.9 MB in 0.5 s, 12 → 20.3 MB in 1.3 s,
+ * 16 → 19.4 MB in 7.5 s. 12 is where size stops coming cheaply.
+ */
+const INITRD_DEFAULT_LEVELS: Partial<Record<string, number>> = { zstd: 12 };
+
 /** Names of kernel packages' parts that hold modules, across distributions (data). */
 const KERNEL_PACKAGE_NAMES = /^(linux-image-|linux-modules-|kernel-core$|kernel-modules)/;
 
@@ -272,7 +279,9 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           source: imageRoot,
           output,
           compression: config.compression,
-          ...(config.compressionLevel !== undefined && { level: config.compressionLevel }),
+          ...((config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression]) !== undefined && {
+            level: config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression],
+          }),
           sourceDateEpoch,
           owner: 'root',
         }),
