@@ -39,15 +39,18 @@ export async function runInMountNamespace(
 ): Promise<RunResult> {
   const script = [
     'set -e',
-    ...mounts.map((m) => `mkdir -p ${shellQuote(m.target)}`),
-    ...mounts.map(mountCommand),
+    // mkdir right before each mount, so a mount point below an earlier mount (e.g. /dev
+    // inside an overlay's merged dir) is created in the mounted tree, not under it.
+    ...mounts.flatMap((m) => [`mkdir -p ${shellQuote(m.target)}`, mountCommand(m)]),
     `exec ${argv.map(shellQuote).join(' ')}`,
   ].join('\n');
   // setpriv --pdeathsig: if we are killed (even SIGKILL) the namespace's processes die
-  // too, so no package manager keeps writing into a root nobody owns any more.
+  // too. A PID namespace makes that complete: when its first process (the shell that
+  // execs the command) dies, the kernel kills everything else in it — dpkg's children,
+  // maintainer scripts, any daemon they started — so nothing keeps writing into a root.
   return run(
     'setpriv',
-    ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--kill-child', 'sh', '-c', script],
+    ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', 'sh', '-c', script],
     options,
   );
 }
