@@ -9,7 +9,9 @@ import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
+import pLimit from 'p-limit';
 import { makeInitrdRoot } from './initrd.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
 export interface BuildOptions {
@@ -23,6 +25,14 @@ export interface BuildOptions {
    * {kver}; '' for none (kernel-install copies every staged initrd* file into the entry).
    */
   manifest?: string;
+  /** Use and fill the installroot cache (default true). */
+  useCache?: boolean;
+  /** Fetch repository metadata even if it is fresh enough. */
+  refresh?: boolean;
+  /** How old repository metadata may be before a build fetches it again (default 1 h). */
+  metadataMaxAgeSeconds?: number;
+  /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
+  parallelKernels?: number;
 }
 
 export interface ImageResult {
@@ -51,6 +61,8 @@ export interface BuildResult {
   phases: PhaseTiming[];
   warnings: string[];
   compression: string;
+  /** Whether the pruned installroot came from the cache. */
+  cache: 'hit' | 'miss' | 'disabled';
 }
 
 export function defaultCacheDir(): string {
@@ -147,34 +159,53 @@ interface KernelSource {
   description: string;
 }
 
-async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, logger: Logger): Promise<string> {
+/**
+ * Unpack the kernel package (and the module packages it pulls) into a staging root,
+ * cached by the exact package files. With fresh repository metadata the lookup of which
+ * files those are is cached too (by package name and metadata digest): no network.
+ */
+async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
-  const result = await resolver.unpack({
+  const indexPath = metadataDigest
+    ? join(cacheDir, 'kernels', 'index', digestOf([config.kernelPackage, config.architecture, metadataDigest]))
+    : undefined;
+  if (indexPath) {
+    const dir = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
+    if (dir && (await exists(join(dir, '.complete')))) return dir;
+  }
+  const dirFor = (files: string[]) => join(cacheDir, 'kernels', digestOf([...files].sort()).slice(0, 20));
+  let stagedDir = '';
+  await resolver.unpack({
     config,
     packages: [config.kernelPackage!],
     cacheDir,
     include: (name) => KERNEL_PACKAGE_NAMES.test(name),
     logger,
-    // Unpacked kernels are cached by the exact package files they came from.
     target: async (files) => {
-      const key = createHash('sha256').update(files.sort().join('\n')).digest('hex').slice(0, 20);
-      const dir = join(cacheDir, 'kernels', key);
-      if (await exists(join(dir, '.complete'))) return undefined;
-      await rm(dir, { recursive: true, force: true });
-      return dir;
+      stagedDir = dirFor(files);
+      if (await exists(join(stagedDir, '.complete'))) return undefined;
+      await rm(stagedDir, { recursive: true, force: true });
+      return stagedDir;
     },
   });
-  const dir = result.target ?? join(cacheDir, 'kernels', createHash('sha256').update(result.packageFiles.map((f) => basename(f)).sort().join('\n')).digest('hex').slice(0, 20));
-  if (result.target) await writeFile(join(dir, '.complete'), result.packageFiles.map((f) => basename(f)).join('\n') + '\n');
-  return dir;
+  await writeFile(join(stagedDir, '.complete'), '');
+  if (indexPath) {
+    await mkdir(dirname(indexPath), { recursive: true });
+    await writeFile(indexPath, stagedDir + '\n');
+  }
+  return stagedDir;
 }
 
-async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, logger: Logger): Promise<KernelSource[]> {
+function digestOf(value: unknown): string {
+  return createHash('sha256').update(JSON.stringify(value)).digest('hex');
+}
+
+async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<KernelSource[]> {
   const hostRoot = config.kernelModulesRoot;
   let staged: string | undefined;
   let stagedVersions: string[] = [];
   if (config.kernelPackage) {
-    staged = await stageKernelPackage(resolver, config, cacheDir, logger);
+    staged = await stageKernelPackage(resolver, config, cacheDir, metadataDigest, logger);
     stagedVersions = await findKernelVersions(staged);
   }
   const requested = config.kernelVersions.length ? config.kernelVersions : stagedVersions;
@@ -211,14 +242,53 @@ export function outputPathFor(config: ImageConfig, kernelVersion: string, kernel
   return resolve(output);
 }
 
+/** What identifies a repository set (the metadata freshness record is kept per set). */
+function repositoryKey(config: ImageConfig): string {
+  return digestOf([config.packageManager, config.distribution, config.release, config.architecture, config.mirror, config.repositories, config.components, config.repositoryKeyCheck, config.repositoryKeys]);
+}
+
 /**
- * The pipeline: packages → initrd root → prune → per kernel: modules + depmod → pack.
- * Returns what it built; writes nothing but the images and their manifests.
+ * Everything that determines the pruned installroot: the repositories and their
+ * metadata digest, the package set, what is pruned, the epoch given to maintainer
+ * scripts, and the format of the cache itself.
+ */
+async function installrootKey(config: ImageConfig, metadataDigest: string, explicitEpoch: number | undefined): Promise<string> {
+  const keys = await Promise.all(config.repositoryKeys.map(async (k) => digestOf(await readFile(k.replace(/^file:\/\//, ''), 'utf8').catch(() => k))));
+  return digestOf({
+    format: ROOT_CACHE_FORMAT,
+    repositories: repositoryKey(config),
+    keys,
+    metadataDigest,
+    packages: [...config.packages].sort(),
+    removeFiles: config.removeFiles,
+    keepFiles: config.keepFiles,
+    prune: DEFAULT_PRUNE_RULES,
+    explicitEpoch: explicitEpoch ?? null,
+  });
+}
+
+interface PreparedRoot {
+  root: string;
+  /** True when `root` belongs to the cache and must be copied (hard links) before adding modules. */
+  shared: boolean;
+  packages: InstalledPackage[];
+  sourceDateEpoch: number;
+  prune: PruneReport;
+  sizeByDirectory: Record<string, number>;
+  warnings: string[];
+  cache: BuildResult['cache'];
+}
+
+/**
+ * The pipeline: packages → initrd root → prune (cached) → per kernel: modules +
+ * depmod → pack. Returns what it built; writes nothing but the images, their
+ * manifests and the cache.
  */
 export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const logger = options.logger ?? getLogger();
   const config = options.config;
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
+  const useCache = options.useCache ?? true;
   requireRoot();
   const phases = new Phases(logger);
   const progress = createProgress('mkinitrd-pkg');
@@ -226,111 +296,109 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
 
   const workDir = await createWorkDir(cacheDir, logger);
+  await removeStaleTemporaries(cacheDir);
   try {
+    // Repository metadata younger than the max age is trusted without asking the
+    // mirror again: that is what makes a warm rebuild take seconds, not a network trip.
+    let metadataDigest: string | undefined;
+    if (useCache) {
+      metadataDigest = await phases.time('metadata', async () => {
+        const repoKey = repositoryKey(config);
+        const state = await readMetadataState(cacheDir, repoKey);
+        const maxAge = (options.metadataMaxAgeSeconds ?? 3600) * 1000;
+        if (state && !options.refresh && Date.now() - state.refreshedAt < maxAge) return state.digest;
+        progress.update('refreshing repository metadata');
+        const digest = await resolver.refresh({ config, cacheDir, logger });
+        await writeMetadataState(cacheDir, repoKey, { digest, refreshedAt: Date.now() });
+        return digest;
+      });
+    }
+
     progress.update('resolving kernels');
-    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, logger));
+    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     for (const out of outputs) {
       if (!(await exists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
     }
 
-    const root = join(workDir, 'root');
-    progress.update('installing packages');
-    const install = await phases.time('install', () =>
-      resolver.install({
-        root,
-        config,
-        packages: config.packages,
-        cacheDir,
-        ...(explicitEpoch !== undefined && { sourceDateEpoch: explicitEpoch }),
-        logger,
-      }),
-    );
-    const sourceDateEpoch = explicitEpoch ?? install.newestPackageEpoch ?? 0;
+    const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
 
-    progress.update('making the initrd root');
-    await phases.time('initrd', () => makeInitrdRoot(root));
-
-    progress.update('pruning');
-    const pruneReport = await phases.time('prune', () =>
-      prune({
-        root,
-        rules: DEFAULT_PRUNE_RULES,
-        keep: config.keepFiles.map(stripSlash),
-        extraRemove: config.removeFiles.flatMap((p) => [stripSlash(p), `${stripSlash(p)}/**`]),
-        logger,
-      }),
-    );
-    const sizes = await sizeByDirectory(root);
-
-    const images: ImageResult[] = [];
-    for (const [i, kernel] of kernels.entries()) {
-      // One kernel: modules go straight into the root. Several: each image gets a copy.
-      const imageRoot = kernels.length === 1 ? root : join(workDir, `root-${kernel.kernelVersion}`);
-      if (imageRoot !== root) await run('cp', ['-a', '--reflink=auto', root, imageRoot]);
-      progress.update(`kernel modules for ${kernel.kernelVersion}`);
-      const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
-        installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
-      );
-      const output = outputs[i]!;
-      progress.update(`packing ${basename(output)}`);
-      await phases.time(`pack ${kernel.kernelVersion}`, () =>
-        packTree({
-          source: imageRoot,
-          output,
-          compression: config.compression,
-          ...((config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression]) !== undefined && {
-            level: config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression],
-          }),
-          sourceDateEpoch,
-          owner: 'root',
+    const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
+    const images = await Promise.all(
+      kernels.map((kernel, i) =>
+        limit(async (): Promise<ImageResult> => {
+          // A cached root is shared: each image gets a hard-linked copy to add modules to
+          // (nothing rewrites a file in place, and the cache is verified before every use).
+          const ownRoot = !prepared.shared && kernels.length === 1;
+          const imageRoot = ownRoot ? prepared.root : join(workDir, `root-${kernel.kernelVersion}`);
+          if (!ownRoot) await run('cp', [prepared.shared ? '-al' : '-a', prepared.root, imageRoot]);
+          progress.update(`kernel modules for ${kernel.kernelVersion}`);
+          const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
+            installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
+          );
+          const output = outputs[i]!;
+          progress.update(`packing ${basename(output)}`);
+          const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
+          await phases.time(`pack ${kernel.kernelVersion}`, () =>
+            packTree({
+              source: imageRoot,
+              output,
+              compression: config.compression,
+              ...(level !== undefined && { level }),
+              sourceDateEpoch: prepared.sourceDateEpoch,
+              owner: 'root',
+            }),
+          );
+          const sha256 = await sha256File(output);
+          const bytes = (await stat(output)).size;
+          const manifestPath =
+            options.manifest === undefined ? `${output}.manifest.json` : options.manifest === '' ? undefined : resolve(options.manifest.replaceAll('{kver}', kernel.kernelVersion));
+          if (manifestPath) {
+            await writeManifest(manifestPath, {
+              image: basename(output),
+              sha256,
+              bytes,
+              preset: config.preset,
+              distribution: config.distribution,
+              release: config.release,
+              architecture: config.architecture,
+              compression: config.compression,
+              kernelVersion: kernel.kernelVersion,
+              modulesSource: kernel.description,
+              sourceDateEpoch: prepared.sourceDateEpoch,
+              packages: prepared.packages,
+              modules: modules.modules,
+              firmware: modules.firmware,
+              missingFirmware: modules.missingFirmware,
+              pruned: prepared.prune,
+            });
+          }
+          if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
+          return {
+            kernelVersion: kernel.kernelVersion,
+            path: output,
+            manifestPath,
+            sha256,
+            bytes,
+            modules: modules.modules,
+            firmware: modules.firmware,
+            modulesSource: kernel.description,
+          };
         }),
-      );
-      const sha256 = await sha256File(output);
-      const bytes = (await stat(output)).size;
-      const manifestPath =
-        options.manifest === undefined ? `${output}.manifest.json` : options.manifest === '' ? undefined : resolve(options.manifest.replaceAll('{kver}', kernel.kernelVersion));
-      const image: ImageResult = {
-        kernelVersion: kernel.kernelVersion,
-        path: output,
-        manifestPath,
-        sha256,
-        bytes,
-        modules: modules.modules,
-        firmware: modules.firmware,
-        modulesSource: kernel.description,
-      };
-      if (manifestPath) await writeManifest(manifestPath, {
-        image: basename(output),
-        sha256,
-        bytes,
-        preset: config.preset,
-        distribution: config.distribution,
-        release: config.release,
-        compression: config.compression,
-        kernelVersion: kernel.kernelVersion,
-        modulesSource: kernel.description,
-        sourceDateEpoch,
-        packages: install.packages,
-        modules: modules.modules,
-        firmware: modules.firmware,
-        missingFirmware: modules.missingFirmware,
-        pruned: pruneReport,
-      });
-      images.push(image);
-      if (imageRoot !== root) await rm(imageRoot, { recursive: true, force: true });
-    }
+      ),
+    );
     progress.done();
     return {
       preset: config.preset,
       images,
-      packages: install.packages,
-      sourceDateEpoch,
-      prune: pruneReport,
-      sizeByDirectory: sizes,
+      packages: prepared.packages,
+      sourceDateEpoch: prepared.sourceDateEpoch,
+      prune: prepared.prune,
+      sizeByDirectory: prepared.sizeByDirectory,
       phases: phases.timings,
-      warnings: install.warnings,
+      warnings: prepared.warnings,
       compression: config.compression,
+      cache: prepared.cache,
     };
   } catch (error) {
     progress.done();
@@ -338,6 +406,69 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+async function prepareRoot(o: {
+  config: ImageConfig;
+  cacheDir: string;
+  workDir: string;
+  resolver: Resolver;
+  explicitEpoch: number | undefined;
+  metadataDigest: string | undefined;
+  useCache: boolean;
+  phases: Phases;
+  progress: ReturnType<typeof createProgress>;
+  logger: Logger;
+}): Promise<PreparedRoot> {
+  const { config, cacheDir, resolver, phases, progress, logger } = o;
+  const key = o.useCache && o.metadataDigest ? await installrootKey(config, o.metadataDigest, o.explicitEpoch) : undefined;
+  if (key) {
+    const hit = await phases.time('cache lookup', () => lookupRoot(cacheDir, key, logger));
+    if (hit) {
+      logger.info({ key: key.slice(0, 16) }, 'using the cached installroot');
+      return { root: hit.root, shared: true, ...pick(hit.meta), cache: 'hit' };
+    }
+  }
+  const root = join(o.workDir, 'root');
+  progress.update('installing packages');
+  const install = await phases.time('install', () =>
+    resolver.install({
+      root,
+      config,
+      packages: config.packages,
+      cacheDir,
+      ...(o.explicitEpoch !== undefined && { sourceDateEpoch: o.explicitEpoch }),
+      logger,
+    }),
+  );
+  const sourceDateEpoch = o.explicitEpoch ?? install.newestPackageEpoch ?? 0;
+  progress.update('making the initrd root');
+  await phases.time('initrd', () => makeInitrdRoot(root));
+  progress.update('pruning');
+  const pruneReport = await phases.time('prune', () =>
+    prune({
+      root,
+      rules: DEFAULT_PRUNE_RULES,
+      keep: config.keepFiles.map(stripSlash),
+      extraRemove: config.removeFiles.flatMap((p) => [stripSlash(p), `${stripSlash(p)}/**`]),
+      logger,
+    }),
+  );
+  const sizes = await sizeByDirectory(root);
+  const result = { packages: install.packages, sourceDateEpoch, prune: pruneReport, sizeByDirectory: sizes, warnings: install.warnings };
+  if (key) {
+    // The metadata digest of the key is the one install() just used, if the mirror
+    // changed in between, the entry is stored under the newer digest.
+    const storeKey = install.repositoryDigest === o.metadataDigest ? key : await installrootKey(config, install.repositoryDigest, o.explicitEpoch);
+    const stored = await phases.time('cache store', () => storeRoot(cacheDir, storeKey, root, { ...result, repositoryDigest: install.repositoryDigest }));
+    if (storeKey !== key) await writeMetadataState(cacheDir, repositoryKey(config), { digest: install.repositoryDigest, refreshedAt: Date.now() });
+    return { root: stored.root, shared: true, ...result, cache: 'miss' };
+  }
+  return { root, shared: false, ...result, cache: 'disabled' };
+}
+
+function pick(meta: { packages: InstalledPackage[]; sourceDateEpoch: number; prune: PruneReport; sizeByDirectory: Record<string, number>; warnings: string[] }) {
+  return { packages: meta.packages, sourceDateEpoch: meta.sourceDateEpoch, prune: meta.prune, sizeByDirectory: meta.sizeByDirectory, warnings: meta.warnings };
 }
 
 function stripSlash(pattern: string): string {

@@ -2,3 +2,5 @@ export { buildInitrd, defaultCacheDir, outputPathFor, sha256File } from './build
 export type { BuildOptions, BuildResult, ImageResult, PhaseTiming } from './build.js';
 export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
+export { cleanCache, treeDigest, ROOT_CACHE_FORMAT } from './cache.js';
+export type { CleanResult, RootCacheMeta } from './cache.js';

@@ -14,6 +14,8 @@ export default class Build extends BaseCommand {
     ...configFlags,
     'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
     'cache-dir': Flags.string({ description: 'package and installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
+    'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
+    refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
@@ -26,6 +28,8 @@ export default class Build extends BaseCommand {
       ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),
       ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
       ...(flags.manifest !== undefined && { manifest: flags.manifest }),
+      useCache: !flags['no-cache'],
+      refresh: flags.refresh,
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
@@ -39,7 +43,7 @@ export function renderSummary(result: BuildResult): string {
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
     lines.push(`  sha256 ${image.sha256}`);
   }
-  lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}`);
+  lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
   lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);
   for (const rule of result.prune.rules.filter((r) => r.files > 0)) {
     lines.push(`  ${rule.name.padEnd(16)} ${formatBytes(rule.bytes).padStart(10)}  ${rule.files} files`);

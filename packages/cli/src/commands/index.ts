@@ -1,4 +1,5 @@
 import Build from './build.js';
+import CacheClean from './cache-clean.js';
 import Extract from './extract.js';
 import Inspect from './inspect.js';
 import Pack from './pack.js';
@@ -9,10 +10,12 @@ import SysextBuild from './sysext-build.js';
 /** oclif "explicit" command discovery: no directory scan at start-up. */
 export const COMMANDS = {
   build: Build,
+  'cache:clean': CacheClean,
   pack: Pack,
   inspect: Inspect,
   extract: Extract,
   summary: Summary,
   presets: Presets,
   'sysext:build': SysextBuild,
+  'install-plugin': (await import('./install-plugin.js')).default,
 };
