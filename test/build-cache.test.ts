@@ -75,7 +75,7 @@ describe.skipIf(!kernel)('installroot cache and several kernels', () => {
     await cp(`/usr/lib/modules/${kernel!.version}`, join(modulesRoot, 'usr/lib/modules', other), { recursive: true, verbatimSymlinks: true });
     const conf = join(dir, 'modroot.conf');
     await writeFile(conf, `[Content]\nKernelModulesRoot=${modulesRoot}\n`);
-    const result = await mkinitrdPkg(['build', '--config', conf, '--kernel-package', '', '--kernel-version', kernel!.version, '--kernel-version', other, '--output', join(dir, 'multi-{kver}.img'), '--cache-dir', cache, '--source-date-epoch', '1700000000', '--json']);
+    const result = await mkinitrdPkg(['build', '--config', conf, '--kernel-package', '', '--all-kernels', '--output', join(dir, 'multi-{kver}.img'), '--cache-dir', cache, '--source-date-epoch', '1700000000', '--json']);
     expect(result.exitCode, result.stderr).toBe(0);
     const built = JSON.parse(result.stdout);
     expect(built.images.map((i: { kernelVersion: string }) => i.kernelVersion)).toEqual([kernel!.version, other]);

@@ -31,6 +31,8 @@ export interface BuildOptions {
   refresh?: boolean;
   /** How old repository metadata may be before a build fetches it again (default 1 h). */
   metadataMaxAgeSeconds?: number;
+  /** Build for every kernel found (in the kernel package, else in the modules root). */
+  allKernels?: boolean;
   /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
   parallelKernels?: number;
 }
@@ -200,7 +202,7 @@ function digestOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
-async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<KernelSource[]> {
+async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, allKernels: boolean, logger: Logger): Promise<KernelSource[]> {
   const hostRoot = config.kernelModulesRoot;
   let staged: string | undefined;
   let stagedVersions: string[] = [];
@@ -208,13 +210,17 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
     staged = await stageKernelPackage(resolver, config, cacheDir, metadataDigest, logger);
     stagedVersions = await findKernelVersions(staged);
   }
-  const requested = config.kernelVersions.length ? config.kernelVersions : stagedVersions;
+  const hostVersions = await findKernelVersions(hostRoot);
+  const requested = allKernels
+    ? [...new Set([...config.kernelVersions, ...(staged ? stagedVersions : hostVersions)])]
+    : config.kernelVersions.length
+      ? config.kernelVersions
+      : stagedVersions;
   if (requested.length === 0) {
     throw new UserError('KERNEL_NOT_FOUND', 'no kernel version to build for', {
       hint: 'pass --kernel-version KVER (modules from /usr/lib/modules/KVER) or set KernelPackage=',
     });
   }
-  const hostVersions = await findKernelVersions(hostRoot);
   return requested.map((kernelVersion) => {
     if (staged && stagedVersions.includes(kernelVersion)) {
       return { kernelVersion, sourceRoot: staged, description: `package ${config.kernelPackage}` };
@@ -315,7 +321,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     }
 
     progress.update('resolving kernels');
-    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, logger));
+    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     for (const out of outputs) {
       if (!(await exists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);

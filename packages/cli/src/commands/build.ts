@@ -14,6 +14,7 @@ export default class Build extends BaseCommand {
     ...configFlags,
     'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
     'cache-dir': Flags.string({ description: 'package and installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
+    'all-kernels': Flags.boolean({ description: 'one image per kernel found (in KernelPackage=, else in the modules root)' }),
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
@@ -29,6 +30,7 @@ export default class Build extends BaseCommand {
       ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
       ...(flags.manifest !== undefined && { manifest: flags.manifest }),
       useCache: !flags['no-cache'],
+      allKernels: flags['all-kernels'],
       refresh: flags.refresh,
       logger: this.logger,
     });
