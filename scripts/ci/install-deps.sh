@@ -8,6 +8,6 @@ apt-get install -y --no-install-recommends \
   e2fsprogs kmod fdisk util-linux \
   qemu-system-x86 \
   squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
-  rpm dnf createrepo-c \
+  rpm dnf createrepo-c gnupg busybox-static \
   dracut-core \
   linux-image-amd64
