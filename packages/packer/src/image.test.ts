@@ -142,7 +142,7 @@ describe('pack → read → extract (small tree, in-process)', () => {
     expect(readdirSync(join(dest, 'etc'), { encoding: 'buffer' }).some((n) => n.includes(0xff))).toBe(true);
   });
 
-  it('refuses a tree that changes while being read, and leaves no output behind', async () => {
+  it('refuses a file that changes while being read', async () => {
     const grow = join(base, 'grow');
     await mkdir(grow);
     await writeFile(join(grow, 'f'), 'abc');
@@ -162,6 +162,35 @@ describe('pack → read → extract (small tree, in-process)', () => {
       error = e;
     }
     expect((error as UserError).code).toBe('FILE_CHANGED');
+  });
+
+  it('leaves no output (nor temp file) behind when packing fails', async () => {
+    const src = join(base, 'changing');
+    await mkdir(src);
+    await writeFile(join(src, 'a'), Buffer.alloc(5 << 20, 1)); // > 4 chunks: streamed, then progress
+    await writeFile(join(src, 'zz'), 'small');
+    const outDir = join(base, 'changing-out');
+    await mkdir(outDir);
+    let touched = false;
+    for (const compression of ['none', 'zstd'] as const) {
+      touched = false;
+      await expect(
+        packTree({
+          source: src,
+          output: join(outDir, 'img'),
+          compression,
+          chunkSize: 1 << 20,
+          logger,
+          onProgress: () => {
+            if (touched) return;
+            touched = true;
+            execFileSync('sh', ['-c', `echo more >> "${join(src, 'zz')}"`]);
+          },
+        }),
+      ).rejects.toMatchObject({ code: 'FILE_CHANGED' });
+      expect(readdirSync(outDir)).toEqual([]);
+      await writeFile(join(src, 'zz'), 'small');
+    }
   });
 
   it('reports usage errors and missing inputs as UserErrors', async () => {
