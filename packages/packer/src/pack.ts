@@ -43,7 +43,7 @@ export interface PackOptions extends ScanOptions {
   mode?: number;
   /** Target size of each separately compressed archive (zstd, gzip), default 8 MiB. */
   chunkSize?: number;
-  /** Archives compressed at once (zstd, gzip); default: the number of CPUs. */
+  /** Archives compressed at once (zstd, gzip); default: the number of CPUs, fewer at high zstd levels (memory). */
   parallelism?: number;
   logger?: Logger;
   /** Called with (bytes of archive produced, total) as packing proceeds. */
@@ -80,14 +80,38 @@ export interface PackResult {
 
 /**
  * 8 MiB: zstd -3's window is 2 MiB, so smaller archives cost <0.2% in size, and two in
- * flight keep the peak RSS of `pack` well under 256 MB (measured ~170 MB on 750 MB).
+ * flight keep the peak RSS of `pack` well under 256 MB (measured with the CLI: ~160 MB at
+ * level 3 on a 710 MB tree, 190–220 MB at levels 9–19).
  */
 export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 /** Chunks up to this many chunk sizes are compressed from memory; bigger ones are streamed. */
-const IN_MEMORY_FACTOR = 4;
+const IN_MEMORY_FACTOR = 2;
 const STREAM_BUFFER = 1024 * 1024;
 /** Bytes of compressed output between two young-generation collections (see gc.ts). */
-const GC_EVERY = 32 * 1024 * 1024;
+const GC_EVERY = 16 * 1024 * 1024;
+
+/**
+ * Peak memory of one in-process zstd compression of a chunk, by level (measured with
+ * @mongodb-js/zstd 1.2.2 on 8 MiB chunks: level 3 6 MB, 9 17 MB, 12 47 MB, 15 71 MB,
+ * 19 91 MB). The default parallelism keeps the contexts within ZSTD_MEMORY_BUDGET, so
+ * that `pack` stays under ~256 MB at any level up to 19.
+ */
+function zstdMemoryMB(level: number): number {
+  if (level <= 3) return 8;
+  if (level <= 6) return 12;
+  if (level <= 9) return 20;
+  if (level <= 12) return 50;
+  if (level <= 15) return 75;
+  if (level <= 19) return 100;
+  return 300; // --ultra levels: windows up to 128 MiB
+}
+const ZSTD_MEMORY_BUDGET_MB = 100;
+
+export function defaultParallelism(compression: Compression, level: number): number {
+  const cpus = availableParallelism();
+  if (compression !== 'zstd') return cpus;
+  return Math.max(1, Math.min(cpus, Math.floor(ZSTD_MEMORY_BUDGET_MB / zstdMemoryMB(level))));
+}
 
 function writeAll(fd: number, buf: Buffer, length = buf.length): void {
   let off = 0;
@@ -216,7 +240,7 @@ async function writeImage(
       const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
       const chunks = planChunks(main.entries, chunkSize);
       archives = chunks.length;
-      const parallelism = options.parallelism ?? availableParallelism();
+      const parallelism = options.parallelism ?? defaultParallelism(compression, level);
       await writeChunked(fd, main.entries, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
       break;
     }
