@@ -114,6 +114,7 @@ async function benchTree(tree) {
   mkdirSync(empty, { recursive: true });
   const startup = median(Array.from({ length: RUNS }, () => timed('node', [CLI, 'pack', empty, '-o', join(BASE, 'out-empty'), '--compression', 'none']).seconds));
   for (const name of Object.keys(tools)) rmSync(out(name), { force: true });
+  for (const leftover of [empty, join(BASE, 'out-empty'), join(BASE, 'rss.txt')]) rmSync(leftover, { recursive: true, force: true });
   return { results, startup };
 }
 
