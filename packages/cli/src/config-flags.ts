@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
+import type { ImageConfig } from '@mkinitrd-pkg/config';
 
 /** Flags that select and override the configuration (shared by build and summary). */
 export const configFlags = {
@@ -28,7 +28,8 @@ export type ConfigFlagValues = {
   'no-repository-key-check'?: boolean;
 };
 
-export function loadConfigFromFlags(flags: ConfigFlagValues): Promise<ImageConfig> {
+export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<ImageConfig> {
+  const { loadConfig } = await import('@mkinitrd-pkg/config');
   return loadConfig({
     preset: flags.preset,
     configFiles: flags.config ?? [],

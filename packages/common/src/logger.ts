@@ -1,5 +1,9 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
+import type PinoPretty from 'pino-pretty';
+
+// pino-pretty is only needed on a TTY; loading it costs start-up time everywhere else.
+const require = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -18,6 +22,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     options.level ?? (process.env.MKINITRD_PKG_LOG_LEVEL as LevelWithSilent | undefined) ?? 'info';
   const usePretty = options.pretty ?? Boolean(process.stderr.isTTY);
   if (usePretty) {
+    const pretty = require('pino-pretty') as typeof PinoPretty;
     return pino(
       { level, base: undefined },
       pretty({ destination: 2, sync: true, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' }),

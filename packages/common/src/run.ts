@@ -1,4 +1,4 @@
-import { execa, type Options as ExecaOptions } from 'execa';
+import type { Options as ExecaOptions } from 'execa';
 import { UserError, isErrnoException } from './errors.js';
 
 /** Quote one argument so that the printed command line can be pasted into a shell. */
@@ -59,6 +59,9 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     ...(options.signal !== undefined && { cancelSignal: options.signal }),
     ...(options.inheritOutput ? { stdout: ['pipe', 'inherit'], stderr: ['pipe', 'inherit'] } : {}),
   };
+  // execa is loaded on first use: most CLI invocations (pack, inspect) never spawn anything,
+  // and start-up time is measured by the benchmarks.
+  const { execa } = await import('execa');
   const result = await execa(file, args as string[], execaOptions);
   const runResult: RunResult = {
     command,
@@ -100,6 +103,7 @@ export function lastLines(text: string, n: number): string {
 
 /** Is a program on PATH? */
 export async function hasCommand(name: string): Promise<boolean> {
+  const { execa } = await import('execa');
   const result = await execa('sh', ['-c', `command -v ${shellQuote(name)}`], { reject: false });
   return result.exitCode === 0;
 }

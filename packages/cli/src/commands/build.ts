@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { formatBytes } from '@mkinitrd-pkg/common';
-import { buildInitrd, type BuildResult } from '@mkinitrd-pkg/builder';
+import type { BuildResult } from '@mkinitrd-pkg/builder';
 import { BaseCommand } from '../base.js';
 import { configFlags, loadConfigFromFlags } from '../config-flags.js';
 
@@ -24,6 +24,7 @@ export default class Build extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Build);
     const config = await loadConfigFromFlags(flags);
+    const { buildInitrd } = await import('@mkinitrd-pkg/builder');
     const result = await buildInitrd({
       config,
       ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),

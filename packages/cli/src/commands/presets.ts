@@ -1,5 +1,4 @@
 import { Flags } from '@oclif/core';
-import { listPresets } from '@mkinitrd-pkg/config';
 import { BaseCommand } from '../base.js';
 
 export default class Presets extends BaseCommand {
@@ -8,6 +7,7 @@ export default class Presets extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Presets);
+    const { listPresets } = await import('@mkinitrd-pkg/config');
     const presets = await listPresets();
     if (flags.json) return this.printJson(presets);
     for (const p of presets) {

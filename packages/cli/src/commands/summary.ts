@@ -1,5 +1,4 @@
 import { Flags } from '@oclif/core';
-import { renderConfig } from '@mkinitrd-pkg/config';
 import { BaseCommand } from '../base.js';
 import { configFlags, loadConfigFromFlags } from '../config-flags.js';
 
@@ -10,6 +9,7 @@ export default class Summary extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Summary);
     const config = await loadConfigFromFlags(flags);
+    const { renderConfig } = await import('@mkinitrd-pkg/config');
     if (flags.json) this.printJson(config);
     else process.stdout.write(renderConfig(config));
   }

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { UserError, formatBytes } from '@mkinitrd-pkg/common';
-import { buildSysext, type SysextBuildResult } from '@mkinitrd-pkg/sysext';
+import type { SysextBuildResult } from '@mkinitrd-pkg/sysext';
 import { BaseCommand } from '../base.js';
 
 export default class SysextBuild extends BaseCommand {
@@ -38,6 +38,7 @@ Installs the definition's packages (sysext/NAME.conf) over the base on an overla
     if (flags.base === undefined && flags.preset === undefined) {
       throw new UserError('USAGE', 'name the base: --base IMAGE|DIR or --preset NAME', { hint: "e.g. --preset debian (the preset's installroot) or --base /boot/initrd.img-$(uname -r)" });
     }
+    const { buildSysext } = await import('@mkinitrd-pkg/sysext');
     const result = await buildSysext({
       definition: flags.definition,
       output: flags.output,
