@@ -1,7 +1,7 @@
-import { access, chmod, mkdir, mkdtemp, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp as makeTemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,17 @@ const TEST_CACHE = process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg
 /** kernel-install 252 takes $MACHINE_ID from the environment (KERNEL_INSTALL_MACHINE_ID only from /etc/machine-info). */
 const MACHINE_ID = '6d6b696e69747264706b677465737431';
 const UUID = '7c3e1d2a-4b5f-4e6a-8c9d-0a1b2c3d4e5f';
+
+/** Scratch directories, removed after the file's tests. */
+const scratchDirs: string[] = [];
+const mkdtemp = async (prefix: string) => {
+  const dir = await makeTemp(prefix);
+  scratchDirs.push(dir);
+  return dir;
+};
+afterAll(async () => {
+  for (const dir of scratchDirs) await rm(dir, { recursive: true, force: true });
+});
 
 const kernel = await hostKernel();
 const KVER = kernel?.version ?? '6.1.0-0-amd64';
@@ -297,6 +308,7 @@ describe.skipIf(!haveKernelInstall || !kernel || process.getuid?.() !== 0)('kern
 
   it('boots: the entry\'s linux + initrd + options reach the real root', async () => {
     const rootImage = await makeTestRoot({ uuid: UUID, label: 'kiroot' });
+    scratchDirs.push(dirname(rootImage));
     const [options] = await entryLines(s.loaderEntry, 'options');
     const session = bootQemu({ kernel: join(s.entryDir, 'linux'), initrd: join(s.entryDir, 'initrd'), rootImage, append: options! });
     sessions.push(session);
