@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkinitrdPkg } from './lib/cli.js';
-import { bootQemu, hostKernel, makeTestRoot, ROOT_MARKER, type BootSession } from '../scripts/lib/qemu.mjs';
+import { bootQemu, enterEmergencyShell, hostKernel, makeTestRoot, ROOT_MARKER, type BootSession } from '../scripts/lib/qemu.mjs';
 
 /**
  * The spine of the product, proven by the program that consumes it: a real Debian
@@ -84,13 +84,10 @@ describe.skipIf(!kernel)('debian preset: build and boot', () => {
     });
     sessions.push(session);
     try {
-      await session.waitFor('Press Enter for maintenance', 240_000);
       // sulogin --force (SYSTEMD_SULOGIN_FORCE=1) gives root's shell without a password.
-      let mark = session.output().length;
-      session.type('\r');
-      await session.waitFor(/# /, 60_000, mark);
+      await enterEmergencyShell(session);
       // A command whose output cannot be an echo of what was typed.
-      mark = session.output().length;
+      const mark = session.output().length;
       session.type('echo EMERGENCY-$((6*7))\r');
       await session.waitFor('EMERGENCY-42', 60_000, mark);
     } finally {

@@ -13,3 +13,4 @@ export interface BootSession {
   waitFor(pattern: RegExp | string, timeoutMs: number, from?: number): Promise<string>;
 }
 export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; append: string; memoryMb?: number }): BootSession;
+export declare function enterEmergencyShell(session: BootSession, timeoutMs?: number): Promise<void>;

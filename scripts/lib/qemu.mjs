@@ -106,3 +106,22 @@ export function bootQemu({ kernel, initrd, rootImage, append, memoryMb = 1024 })
     },
   };
 }
+
+/**
+ * From "Press Enter for maintenance" to a root shell prompt. Enter is pressed again
+ * every few seconds: a key typed while sulogin sets up the terminal can be flushed.
+ */
+export async function enterEmergencyShell(session, timeoutMs = 240_000) {
+  await session.waitFor('Press Enter for maintenance', timeoutMs);
+  for (let attempt = 0; attempt < 12; attempt++) {
+    const mark = session.output().length;
+    session.type('\r');
+    try {
+      await session.waitFor(/# /, 5_000, mark);
+      return;
+    } catch (error) {
+      if (session.process.exitCode !== null) throw error;
+    }
+  }
+  throw new Error(`no shell prompt after pressing Enter; console:\n${session.output().slice(-3000)}`);
+}

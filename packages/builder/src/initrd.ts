@@ -40,9 +40,26 @@ export async function makeInitrdRoot(root: string): Promise<void> {
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, '50-mkinitrd-pkg-sulogin-force.conf'), '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n', { mode: 0o644 });
   }
+  // Extensions found in the initrd (/usr/lib/extensions, /var/lib/extensions, e.g. from
+  // an extra cpio the boot loader appends) are merged before sysinit.target.
+  if (await exists(join(root, 'usr/lib/systemd/system/systemd-sysext.service'))) {
+    const wants = join(root, 'usr/lib/systemd/system/sysinit.target.wants');
+    await mkdir(wants, { recursive: true });
+    await rm(join(wants, 'systemd-sysext.service'), { force: true });
+    await symlink('../systemd-sysext.service', join(wants, 'systemd-sysext.service'));
+  }
   // Nothing in an initrd mounts from fstab; an empty one keeps generators quiet.
   await rm(join(root, 'etc/fstab'), { force: true });
   await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function readOsRelease(root: string): Promise<string> {
