@@ -118,8 +118,13 @@ async function createWorkDir(cacheDir: string, logger: Logger): Promise<string> 
   const workBase = join(cacheDir, 'work');
   await mkdir(workBase, { recursive: true });
   for (const name of await readdir(workBase)) {
-    const pidText = await readFile(join(workBase, name, 'pid'), 'utf8').catch(() => '');
-    const pid = Number(pidText);
+    const pidText = await readFile(join(workBase, name, 'pid'), 'utf8').catch(() => undefined);
+    if (pidText === undefined) {
+      // Another build may have just made its directory and not yet written its pid.
+      const st = await stat(join(workBase, name)).catch(() => undefined);
+      if (!st || Date.now() - st.mtimeMs < 10 * 60 * 1000) continue;
+    }
+    const pid = Number(pidText ?? 0);
     let alive = false;
     if (pid > 0) {
       try {

@@ -7,7 +7,7 @@ import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
 /** Bump when what a cached root contains (or how it is made) changes. */
-export const ROOT_CACHE_FORMAT = 1;
+export const ROOT_CACHE_FORMAT = 3;
 
 export interface RootCacheMeta {
   format: number;
@@ -43,7 +43,9 @@ export function treeDigest(root: string): string {
       const path = join(dir, name);
       const relPath = rel ? `${rel}/${name}` : name;
       const st = lstatSync(path);
-      hash.update(`${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0`);
+      // A directory's size is the filesystem's business (it changes when a tree is copied
+      // or restored from a CI cache): only its entries count.
+      hash.update(`${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.isDirectory() ? 0 : st.size}\0`);
       if (st.isDirectory()) walk(path, relPath);
       else if (st.isSymbolicLink()) hash.update(readlinkSync(path));
       else if (st.isFile()) {
