@@ -150,8 +150,13 @@ export function explainAptFailure(result: RunResult): UserError | undefined {
   return undefined;
 }
 
+/**
+ * apt-get against the shared lists and package cache. Builds sharing a cache dir run
+ * at the same time (CI matrices, kernel-install for two kernels): `flock` serialises
+ * what writes the shared state, since our private apt config turns apt's own locking off.
+ */
 async function aptGet(paths: AptPaths, args: string[]): Promise<RunResult> {
-  return run('apt-get', ['-q', ...args], { env: paths.env, explainFailure: explainAptFailure });
+  return run('flock', [join(paths.cache, 'lock'), 'apt-get', '-q', ...args], { env: paths.env, explainFailure: explainAptFailure });
 }
 
 /** Digest of the Release files apt fetched: changes exactly when the repository changes. */
