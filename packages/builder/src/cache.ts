@@ -115,10 +115,25 @@ export async function storeRoot(cacheDir: string, key: string, root: string, met
   const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')) };
   await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
   const dir = entryDir(cacheDir, key);
-  await rm(dir, { recursive: true, force: true });
-  await rename(temp, dir);
+  try {
+    await rename(temp, dir);
+  } catch (error) {
+    // Another build stored the same key meanwhile: its entry may be in use right now,
+    // so keep it (it has the same content) and drop ours — replacing it could pull a
+    // root from under a build that is copying it.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    const existing = await lookupRoot(cacheDir, key, silent);
+    if (existing) {
+      await rm(temp, { recursive: true, force: true });
+      return existing;
+    }
+    await rename(temp, dir);
+  }
   return { root: join(dir, 'root'), meta: full };
 }
+
+const silent = { warn() {} } as unknown as Logger;
 
 /** Remove temporary cache entries left by killed builds. */
 export async function removeStaleTemporaries(cacheDir: string): Promise<void> {
