@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, getLogger, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, getLogger, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -111,38 +111,6 @@ function sourceDateEpochFromEnv(): number | undefined {
   if (raw === undefined || raw === '') return undefined;
   if (!/^\d+$/.test(raw)) throw new UserError('INPUT', `SOURCE_DATE_EPOCH must be a whole number of seconds, got "${raw}"`);
   return Number(raw);
-}
-
-/** A work directory per build, removed at the end; one left by a killed build is removed by the next. */
-async function createWorkDir(cacheDir: string, logger: Logger): Promise<string> {
-  const workBase = join(cacheDir, 'work');
-  await mkdir(workBase, { recursive: true });
-  for (const name of await readdir(workBase)) {
-    const pidText = await readFile(join(workBase, name, 'pid'), 'utf8').catch(() => undefined);
-    if (pidText === undefined) {
-      // Another build may have just made its directory and not yet written its pid.
-      const st = await stat(join(workBase, name)).catch(() => undefined);
-      if (!st || Date.now() - st.mtimeMs < 10 * 60 * 1000) continue;
-    }
-    const pid = Number(pidText ?? 0);
-    let alive = false;
-    if (pid > 0) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch {
-        alive = false;
-      }
-    }
-    if (!alive) {
-      logger.info({ dir: join(workBase, name) }, 'removing the work directory of an interrupted build');
-      await rm(join(workBase, name), { recursive: true, force: true });
-    }
-  }
-  const dir = join(workBase, `build-${randomBytes(6).toString('hex')}`);
-  await mkdir(dir);
-  await writeFile(join(dir, 'pid'), String(process.pid));
-  return dir;
 }
 
 export async function sha256File(path: string): Promise<string> {
@@ -306,7 +274,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const resolver = createResolver(config.packageManager);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
 
-  const workDir = await createWorkDir(cacheDir, logger);
+  const workDir = await createWorkDir(cacheDir, 'build', logger);
   await removeStaleTemporaries(cacheDir);
   try {
     // Repository metadata younger than the max age is trusted without asking the

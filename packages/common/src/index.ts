@@ -15,3 +15,4 @@ export type { AtomicOutput } from './fs.js';
 export { createProgress, formatBytes } from './progress.js';
 export type { Progress } from './progress.js';
 export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';
+export { createWorkDir } from './workdir.js';

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile, readdir, rm, stat, symlink, writeFile, lstat, chmod } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
 import { UserError, run, lastLines, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
+import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
 /** mkosi architecture names → Debian's. */
@@ -169,19 +170,7 @@ async function listsDigest(cache: string): Promise<string> {
 }
 
 async function ensureRootSkeleton(root: string): Promise<void> {
-  await mkdir(join(root, 'usr'), { recursive: true });
-  // merged /usr: the symlinks must exist before any package is unpacked (design.md §4).
-  for (const dir of ['bin', 'sbin', 'lib', 'lib64']) {
-    await mkdir(join(root, 'usr', dir), { recursive: true });
-    try {
-      await lstat(join(root, dir));
-    } catch {
-      await symlink(`usr/${dir}`, join(root, dir));
-    }
-  }
-  for (const dir of ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/lib/dpkg/triggers', 'etc', 'dev', 'proc', 'sys', 'tmp', 'run']) {
-    await mkdir(join(root, dir), { recursive: true });
-  }
+  await createRootSkeleton(root, ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/lib/dpkg/triggers']);
   for (const file of ['var/lib/dpkg/status', 'var/lib/dpkg/available']) {
     try {
       await stat(join(root, file));
@@ -189,7 +178,6 @@ async function ensureRootSkeleton(root: string): Promise<void> {
       await writeFile(join(root, file), '');
     }
   }
-  await chmod(join(root, 'tmp'), 0o1777);
 }
 
 /** Stop maintainer scripts from starting services on the build host (invoke-rc.d). */

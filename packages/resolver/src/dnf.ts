@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { access, chmod, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, requireCommands, run, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
+import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
 /** Where the rpmdb lives in every root we make (Fedora ≥ 36's location). */
@@ -379,23 +380,6 @@ async function repomdDigest(cache: string, repos: readonly DnfRepository[]): Pro
   return hash.digest('hex');
 }
 
-/** Fedora and its relatives are merged-/usr: the symlinks must exist before the first package (design.md §4). */
-async function ensureRootSkeleton(root: string): Promise<void> {
-  for (const dir of ['bin', 'sbin', 'lib', 'lib64']) {
-    await mkdir(join(root, 'usr', dir), { recursive: true });
-    try {
-      await lstat(join(root, dir));
-    } catch {
-      await symlink(`usr/${dir}`, join(root, dir));
-    }
-  }
-  for (const dir of ['etc', 'dev', 'proc', 'sys', 'run', 'tmp', 'var/tmp', ROOT_CACHEDIR.slice(1)]) {
-    await mkdir(join(root, dir), { recursive: true });
-  }
-  await chmod(join(root, 'tmp'), 0o1777);
-  await chmod(join(root, 'var/tmp'), 0o1777);
-}
-
 async function runDnf(root: string, paths: DnfPaths, args: string[], mounts: NamespaceMount[], extraEnv: Record<string, string> = {}): Promise<RunResult> {
   const cacheMount: NamespaceMount = { kind: 'bind', source: paths.cache, target: join(root, ROOT_CACHEDIR) };
   try {
@@ -474,7 +458,7 @@ export class DnfResolver implements Resolver {
   async install(request: InstallRequest): Promise<InstallResult> {
     const { root, config, logger } = request;
     const paths = await prepareDnf(request.cacheDir, config);
-    await ensureRootSkeleton(root);
+    await createRootSkeleton(root, [ROOT_CACHEDIR.slice(1)]);
     logger.info({ mirror: config.mirror, release: config.release, packages: request.packages.length }, 'installing packages with dnf');
     const env: Record<string, string> = {};
     if (request.sourceDateEpoch !== undefined) env.SOURCE_DATE_EPOCH = String(request.sourceDateEpoch);

@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, stat, writeFile, lstat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, getLogger, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, getLogger, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
@@ -128,32 +127,6 @@ async function resolveOutput(output: string, definition: SysextDefinition): Prom
   return { path, name };
 }
 
-/** A work directory per build under CACHE/work (the builder's convention: a pid file; dead builds' dirs are removed). */
-async function createWorkDir(cacheDir: string, logger: Logger): Promise<string> {
-  const workBase = join(cacheDir, 'work');
-  await mkdir(workBase, { recursive: true });
-  for (const name of await readdir(workBase)) {
-    const pid = Number(await readFile(join(workBase, name, 'pid'), 'utf8').catch(() => ''));
-    let alive = false;
-    if (pid > 0) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch {
-        alive = false;
-      }
-    }
-    if (!alive) {
-      logger.info({ dir: join(workBase, name) }, 'removing the work directory of an interrupted build');
-      await rm(join(workBase, name), { recursive: true, force: true });
-    }
-  }
-  const dir = join(workBase, `sysext-${randomBytes(6).toString('hex')}`);
-  await mkdir(dir);
-  await writeFile(join(dir, 'pid'), String(process.pid));
-  return dir;
-}
-
 function stripSlash(pattern: string): string {
   return pattern.replace(/^\/+/, '').replace(/\/+$/, '');
 }
@@ -198,7 +171,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
   const progress = createProgress('mkinitrd-pkg sysext');
 
-  const workDir = await createWorkDir(cacheDir, logger);
+  const workDir = await createWorkDir(cacheDir, 'sysext', logger);
   try {
     progress.update('preparing the base');
     const base = await resolveBase({
