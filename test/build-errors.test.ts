@@ -55,7 +55,11 @@ describe('build: bad input gets one clear line', () => {
     expectCleanFailure(['build', '--kernel-version', KVER, '--kernel-package', '', '--mirror', 'http://127.0.0.1:9/debian'], /repository unreachable/));
 
   it('not root', async () => {
-    const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', CLI, 'build', '--kernel-version', KVER, '--output', '/tmp/nope.img'], { reject: false });
+    // As `sudo -u nobody` would run it: nobody's uid and HOME.
+    const result = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', CLI, 'build', '--kernel-version', KVER, '--output', '/tmp/nope.img'], {
+      reject: false,
+      env: { HOME: '/nonexistent' },
+    });
     expect(result.exitCode).toBe(1);
     expect(String(result.stderr).split('\n')[0]).toMatch(/^mkinitrd-pkg: error: building an initrd needs root/);
   });

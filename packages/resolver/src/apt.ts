@@ -71,11 +71,14 @@ async function prepareApt(cacheDir: string, config: ImageConfig, root: string | 
   for (const repo of config.repositories) sources.push(repo.startsWith('deb ') ? repo : `deb ${options} ${repo}`);
   await writeFile(join(etc, 'sources.list'), sources.join('\n') + '\n');
   const rootOr = root ?? join(cache, 'nonexistent-root');
+  // One config file per installroot: builds sharing this cache run at the same time, and
+  // each one's apt must see its own root (Dir::State::Status, dpkg --root).
+  const aptConfig = join(etc, root === undefined ? 'apt.conf' : `apt-${createHash('sha256').update(root).digest('hex').slice(0, 16)}.conf`);
   // Everything private (design.md §4): the host's apt.conf.d has Post-Invoke hooks.
   const aptConf = `
 Dir "/";
 Dir::Etc "${etc}";
-Dir::Etc::main "${join(etc, 'apt.conf')}";
+Dir::Etc::main "${aptConfig}";
 Dir::Etc::Parts "${join(etc, 'apt.conf.d')}";
 Dir::Etc::SourceList "${join(etc, 'sources.list')}";
 Dir::Etc::SourceParts "${join(etc, 'sources.list.d')}";
@@ -83,7 +86,7 @@ Dir::Etc::Preferences "${join(etc, 'preferences')}";
 Dir::Etc::PreferencesParts "${join(etc, 'preferences.d')}";
 Dir::Etc::TrustedParts "${join(etc, 'trusted.gpg.d')}";
 Dir::Etc::Trusted "${join(etc, 'trusted.gpg')}";
-Dir::State "${join(cache, 'state')}";
+Dir::State "${root === undefined ? join(cache, 'state') : join(root, 'var/lib/apt')}";
 Dir::State::Lists "${join(cache, 'lists')}";
 Dir::State::Status "${join(rootOr, 'var/lib/dpkg/status')}";
 Dir::Cache "${cache}";
@@ -107,7 +110,6 @@ DPkg::Options { "--root=${rootOr}"; "--force-unsafe-io"; "--force-confnew"; "--l
 DPkg::Use-Pty "false";
 DPkg::Install::Recursive::Minimum "1000";
 `;
-  const aptConfig = join(etc, 'apt.conf');
   await writeFile(aptConfig, aptConf);
   return {
     cache,
@@ -255,46 +257,52 @@ export class AptResolver implements Resolver {
     const { root, config, logger } = request;
     await ensureRootSkeleton(root);
     const paths = await prepareApt(request.cacheDir, config, root);
-    logger.info({ mirror: config.mirror, release: config.release }, 'refreshing repository metadata');
-    await aptGet(paths, ['update', '--error-on=any']);
-    const repositoryDigest = await listsDigest(paths.cache);
+    try {
+      logger.info({ mirror: config.mirror, release: config.release }, 'refreshing repository metadata');
+      await aptGet(paths, ['update', '--error-on=any']);
+      const repositoryDigest = await listsDigest(paths.cache);
 
-    const installed = new Set((await this.listInstalled(root)).map((p) => p.name));
-    const firstInstall = installed.size === 0;
-    // apt does not add Essential packages into an empty status by itself (design.md §4).
-    const wanted = firstInstall ? ['?essential', 'usr-is-merged', ...request.packages] : [...request.packages];
+      const installed = new Set((await this.listInstalled(root)).map((p) => p.name));
+      const firstInstall = installed.size === 0;
+      // apt does not add Essential packages into an empty status by itself (design.md §4).
+      const wanted = firstInstall ? ['?essential', 'usr-is-merged', ...request.packages] : [...request.packages];
 
-    const simulation = await aptGet(paths, ['-s', 'install', ...wanted]);
-    const plan = parseSimulation(simulation.stdout);
-    logger.info({ packages: plan.length }, 'downloading packages');
-    await aptGet(paths, ['-y', '--download-only', 'install', ...wanted]);
+      const simulation = await aptGet(paths, ['-s', 'install', ...wanted]);
+      const plan = parseSimulation(simulation.stdout);
+      logger.info({ packages: plan.length }, 'downloading packages');
+      await aptGet(paths, ['-y', '--download-only', 'install', ...wanted]);
 
-    if (firstInstall) {
-      // Unpack the Essential closure by hand first so maintainer scripts find /bin/sh,
-      // /usr/bin/dpkg's helpers and friends when dpkg runs them chrooted.
-      const essential = parseSimulation((await aptGet(paths, ['-s', 'install', '?essential', 'usr-is-merged'])).stdout);
-      logger.info({ packages: essential.length }, 'unpacking the essential set');
-      for (const p of essential) {
-        const deb = join(paths.cache, 'archives', debFileName(p));
-        await run('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2"', 'sh', deb, root]);
+      if (firstInstall) {
+        // Unpack the Essential closure by hand first so maintainer scripts find /bin/sh,
+        // /usr/bin/dpkg's helpers and friends when dpkg runs them chrooted.
+        const essential = parseSimulation((await aptGet(paths, ['-s', 'install', '?essential', 'usr-is-merged'])).stdout);
+        logger.info({ packages: essential.length }, 'unpacking the essential set');
+        for (const p of essential) {
+          const deb = join(paths.cache, 'archives', debFileName(p));
+          await run('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2"', 'sh', deb, root]);
+        }
       }
-    }
 
-    logger.info({ packages: plan.length }, 'installing packages');
-    const env: Record<string, string> = { ...paths.env };
-    if (request.sourceDateEpoch !== undefined) env.SOURCE_DATE_EPOCH = String(request.sourceDateEpoch);
-    await withPolicyRcD(root, () =>
-      runInMountNamespace(systemMounts(root), ['apt-get', '-q', '-y', 'install', ...wanted], { env, explainFailure: explainAptFailure }),
-    );
-    const packages = await this.listInstalled(root);
-    const halfInstalled = (await readFile(join(root, 'var/lib/dpkg/status'), 'utf8'))
-      .split(/\n\n+/)
-      .filter((s) => /^Status: .* (half-configured|half-installed|unpacked|triggers-awaited|triggers-pending)$/m.test(s))
-      .map((s) => /^Package: (.*)$/m.exec(s)?.[1]);
-    if (halfInstalled.length) {
-      throw new UserError('SCRIPTLET_FAILED', `packages not fully configured: ${halfInstalled.join(', ')}`);
+      logger.info({ packages: plan.length }, 'installing packages');
+      const env: Record<string, string> = { ...paths.env };
+      if (request.sourceDateEpoch !== undefined) env.SOURCE_DATE_EPOCH = String(request.sourceDateEpoch);
+      await withPolicyRcD(root, () =>
+        // Under the same lock as the downloads: apt-get install reads the shared lists and
+        // archives, which a concurrent build's update must not rewrite meanwhile.
+        runInMountNamespace(systemMounts(root), ['flock', join(paths.cache, 'lock'), 'apt-get', '-q', '-y', 'install', ...wanted], { env, explainFailure: explainAptFailure }),
+      );
+      const packages = await this.listInstalled(root);
+      const halfInstalled = (await readFile(join(root, 'var/lib/dpkg/status'), 'utf8'))
+        .split(/\n\n+/)
+        .filter((s) => /^Status: .* (half-configured|half-installed|unpacked|triggers-awaited|triggers-pending)$/m.test(s))
+        .map((s) => /^Package: (.*)$/m.exec(s)?.[1]);
+      if (halfInstalled.length) {
+        throw new UserError('SCRIPTLET_FAILED', `packages not fully configured: ${halfInstalled.join(', ')}`);
+      }
+      return { packages, newestPackageEpoch: await newestChangelogEpoch(root), repositoryDigest, warnings: [] };
+    } finally {
+      await rm(paths.aptConfig, { force: true });
     }
-    return { packages, newestPackageEpoch: await newestChangelogEpoch(root), repositoryDigest, warnings: [] };
   }
 
   async unpack(request: UnpackRequest): Promise<UnpackResult> {
