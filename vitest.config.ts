@@ -10,6 +10,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 900_000,
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './scripts/ci/plain-summary-reporter.mjs'],
   },
 });
