@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { access, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, getLogger, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -67,11 +66,6 @@ export interface BuildResult {
   cache: 'hit' | 'miss' | 'disabled';
 }
 
-export function defaultCacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'mkinitrd-pkg');
-}
-
 /**
  * zstd level for initrds when the config names none. Measured on the generic Debian
  * image (80 MB of cpio, 2 cores): level 3 → 22.9 MB in 0.5 s, 12 → 20.3 MB in 1.3 s,
@@ -96,21 +90,6 @@ class Phases {
       this.logger.info({ phase, seconds }, 'phase done');
     }
   }
-}
-
-function requireRoot(): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new UserError('NOT_ROOT', 'building an initrd needs root (package maintainer scripts run chrooted)', {
-      hint: 'run it with sudo, or as root in a container or VM',
-    });
-  }
-}
-
-function sourceDateEpochFromEnv(): number | undefined {
-  const raw = process.env.SOURCE_DATE_EPOCH;
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw)) throw new UserError('INPUT', `SOURCE_DATE_EPOCH must be a whole number of seconds, got "${raw}"`);
-  return Number(raw);
 }
 
 export async function sha256File(path: string): Promise<string> {
@@ -268,7 +247,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const config = options.config;
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
   const useCache = options.useCache ?? true;
-  requireRoot();
+  requireRoot('building an initrd');
   const phases = new Phases(logger);
   const progress = createProgress('mkinitrd-pkg');
   const resolver = createResolver(config.packageManager);

@@ -16,3 +16,4 @@ export { createProgress, formatBytes } from './progress.js';
 export type { Progress } from './progress.js';
 export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';
 export { createWorkDir } from './workdir.js';
+export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';

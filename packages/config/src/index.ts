@@ -5,6 +5,7 @@ export type { ImageConfig, Compression, PackageManager } from './schema.js';
 export {
   loadConfig,
   listPresets,
+  listConfFiles,
   findPreset,
   renderConfig,
   BUILTIN_PRESET_DIR,

@@ -69,10 +69,13 @@ export interface PresetInfo {
   packageManager: string;
 }
 
-/** All presets on the search path (a name in a higher-priority dir masks lower ones). */
-export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<PresetInfo[]> {
+/**
+ * NAME.conf files on a search path, highest priority first: a name found in an earlier
+ * directory masks the same name later (presets, sysext definitions). Sorted by name.
+ */
+export async function listConfFiles(dirs: readonly string[]): Promise<Array<{ name: string; path: string }>> {
   const found = new Map<string, string>();
-  for (const dir of presetDirs) {
+  for (const dir of dirs) {
     let names: string[];
     try {
       names = await readdir(dir);
@@ -81,12 +84,17 @@ export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): P
     }
     for (const name of names.sort()) {
       if (!name.endsWith('.conf')) continue;
-      const preset = name.slice(0, -'.conf'.length);
-      if (!found.has(preset)) found.set(preset, join(dir, name));
+      const base = name.slice(0, -'.conf'.length);
+      if (!found.has(base)) found.set(base, join(dir, name));
     }
   }
+  return [...found].sort(([a], [b]) => a.localeCompare(b)).map(([name, path]) => ({ name, path }));
+}
+
+/** All presets on the search path (a name in a higher-priority dir masks lower ones). */
+export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<PresetInfo[]> {
   const presets: PresetInfo[] = [];
-  for (const [name, path] of [...found].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const { name, path } of await listConfFiles(presetDirs)) {
     const config = emptyConfig(name);
     applyAssignments(config, await readConfigFile(path));
     presets.push({ name, path, distribution: config.distribution, release: config.release, packageManager: config.packageManager });

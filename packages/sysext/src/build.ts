@@ -1,7 +1,6 @@
 import { mkdir, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, getLogger, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
@@ -91,26 +90,6 @@ export interface SysextBuildResult {
   warnings: string[];
 }
 
-/** The same cache as `build` (builder's defaultCacheDir): apt lists and packages are shared. */
-export function defaultCacheDir(): string {
-  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'mkinitrd-pkg');
-}
-
-function requireRoot(): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new UserError('NOT_ROOT', 'building a sysext needs root (overlay mounts, package maintainer scripts)', {
-      hint: 'run it with sudo, or as root in a container or VM',
-    });
-  }
-}
-
-function sourceDateEpochFromEnv(): number | undefined {
-  const raw = process.env.SOURCE_DATE_EPOCH;
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw)) throw new UserError('INPUT', `SOURCE_DATE_EPOCH must be a whole number of seconds, got "${raw}"`);
-  return Number(raw);
-}
-
 const IMAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** The output path and the extension's name (systemd-sysext: image file name without .raw). */
@@ -165,7 +144,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
   if (options.signKey !== undefined && options.signCert !== undefined) identity = await loadSigningIdentity(options.signKey, options.signCert);
   const verity = Boolean(options.verity || identity);
   const output = await resolveOutput(options.output, definition);
-  requireRoot();
+  requireRoot('building a sysext');
   await requireCommands(['unshare', 'setpriv', 'sfdisk', format === 'squashfs' ? 'mksquashfs' : 'mkfs.erofs', ...(verity ? ['veritysetup'] : []), ...(identity ? ['openssl'] : [])]);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());

@@ -1,8 +1,8 @@
-import { access, readFile, readdir } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
-import { parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
+import { listConfFiles, parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
 
 export type SysextScope = 'initrd' | 'system';
 export const SCOPES: readonly SysextScope[] = ['initrd', 'system'];
@@ -129,21 +129,7 @@ export interface DefinitionInfo {
 
 /** All definitions on the search path (a name in a higher-priority dir masks lower ones). */
 export async function listDefinitions(dirs: readonly string[] = DEFAULT_DEFINITION_DIRS): Promise<DefinitionInfo[]> {
-  const found = new Map<string, string>();
-  for (const dir of dirs) {
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      continue;
-    }
-    for (const name of names.sort()) {
-      if (!name.endsWith('.conf')) continue;
-      const def = name.slice(0, -'.conf'.length);
-      if (!found.has(def)) found.set(def, join(dir, name));
-    }
-  }
-  return [...found].sort(([a], [b]) => a.localeCompare(b)).map(([name, path]) => ({ name, path }));
+  return listConfFiles(dirs);
 }
 
 /** A definition by name (searched in `dirs`) or by path (contains "/" or ends in .conf). */

@@ -1,4 +1,4 @@
-export { buildSysext, defaultCacheDir } from './build.js';
+export { buildSysext } from './build.js';
 export type { SysextBuildOptions, SysextBuildResult, SysextPartition } from './build.js';
 export { loadDefinition, listDefinitions, parseDefinition, SCOPES, BUILTIN_DEFINITION_DIR, DEFAULT_DEFINITION_DIRS } from './definition.js';
 export type { SysextDefinition, SysextScope, DefinitionInfo } from './definition.js';

@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { formatBytes } from '@mkinitrd-pkg/common';
+import { defaultCacheDir, formatBytes } from '@mkinitrd-pkg/common';
 import { BaseCommand } from '../base.js';
 
 export default class CacheClean extends BaseCommand {
@@ -12,7 +12,7 @@ export default class CacheClean extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(CacheClean);
-    const { cleanCache, defaultCacheDir } = await import('@mkinitrd-pkg/builder');
+    const { cleanCache } = await import('@mkinitrd-pkg/builder');
     const result = await cleanCache(flags['cache-dir'] ?? defaultCacheDir(), flags.all);
     if (flags.json) return this.printJson(result);
     process.stdout.write(result.removed.length ? `removed ${result.removed.join(', ')} (${formatBytes(result.bytes)})\n` : 'nothing to remove\n');
