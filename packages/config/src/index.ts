@@ -1,6 +1,6 @@
 export { parseIniAssignments } from './ini-lines.js';
 export type { Assignment } from './ini-lines.js';
-export { SCHEMA, COMPRESSIONS, applyAssignments, emptyConfig, parseBoolean } from './schema.js';
+export { SCHEMA, COMPRESSIONS, applyAssignments, emptyConfig, parseBoolean, lookupKey } from './schema.js';
 export type { ImageConfig, Compression, PackageManager } from './schema.js';
 export {
   loadConfig,

@@ -145,24 +145,33 @@ export function emptyConfig(preset: string): ImageConfig {
 }
 
 /**
+ * The spec of an assignment's key in a section → key table; an unknown section or key is
+ * an error naming file:line and listing what is known (presets and sysext definitions).
+ */
+export function lookupKey<T>(schema: Record<string, Record<string, T>>, a: Assignment): T {
+  const section = schema[a.section];
+  if (!section) {
+    throw new UserError('CONFIG', `${a.file}:${a.line}: unknown section [${a.section}]`, {
+      hint: `known sections: ${Object.keys(schema).map((s) => `[${s}]`).join(' ')}`,
+    });
+  }
+  const spec = section[a.key];
+  if (!spec) {
+    throw new UserError('CONFIG', `${a.file}:${a.line}: unknown key ${a.key}= in [${a.section}]`, {
+      hint: `known keys in [${a.section}]: ${Object.keys(section).join(', ')}`,
+    });
+  }
+  return spec;
+}
+
+/**
  * Apply one file's assignments. Scalars: last one wins. Lists accumulate across layers
  * (a drop-in adds packages), and an empty assignment (`Packages=`) resets the list so a
  * later layer can replace it — mkosi's rule.
  */
 export function applyAssignments(config: ImageConfig, assignments: readonly Assignment[]): void {
   for (const a of assignments) {
-    const section = SCHEMA[a.section];
-    if (!section) {
-      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown section [${a.section}]`, {
-        hint: `known sections: ${Object.keys(SCHEMA).map((s) => `[${s}]`).join(' ')}`,
-      });
-    }
-    const spec = section[a.key];
-    if (!spec) {
-      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown key ${a.key}= in [${a.section}]`, {
-        hint: `known keys in [${a.section}]: ${Object.keys(section).join(', ')}`,
-      });
-    }
+    const spec = lookupKey(SCHEMA, a);
     if (spec.list) {
       const field = spec.field as ListKey;
       if (a.value === '') {

@@ -2,7 +2,7 @@ import { access, readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
-import { listConfFiles, parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
+import { listConfFiles, lookupKey, parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
 
 export type SysextScope = 'initrd' | 'system';
 export const SCOPES: readonly SysextScope[] = ['initrd', 'system'];
@@ -93,19 +93,7 @@ export function parseDefinition(text: string, file: string): SysextDefinition {
     path: file,
   };
   for (const a of parseIniAssignments(text, file)) {
-    const section = SCHEMA[a.section];
-    if (!section) {
-      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown section [${a.section}]`, {
-        hint: `known sections: ${Object.keys(SCHEMA).map((s) => `[${s}]`).join(' ')}`,
-      });
-    }
-    const spec = section[a.key];
-    if (!spec) {
-      throw new UserError('CONFIG', `${a.file}:${a.line}: unknown key ${a.key}= in [${a.section}]`, {
-        hint: `known keys in [${a.section}]: ${Object.keys(section).join(', ')}`,
-      });
-    }
-    spec.apply(def, a.value, a);
+    lookupKey(SCHEMA, a).apply(def, a.value, a);
   }
   if (def.packages.length === 0) {
     throw new UserError('CONFIG', `${file}: no Packages= set`, { hint: 'an extension installs at least one package: [Extension] Packages=…' });
