@@ -18,14 +18,16 @@ export interface LoggerOptions {
  * one JSON object per line otherwise (CI, kernel-install, pipes).
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const level: LevelWithSilent =
-    options.level ?? (process.env.MKINITRD_PKG_LOG_LEVEL as LevelWithSilent | undefined) ?? 'info';
   const usePretty = options.pretty ?? Boolean(process.stderr.isTTY);
+  // On a TTY the progress line tells what is happening; logs there are warnings unless
+  // asked for (--log-level info). Elsewhere (CI, pipes) every phase is logged as JSON.
+  const level: LevelWithSilent =
+    options.level ?? (process.env.MKINITRD_PKG_LOG_LEVEL as LevelWithSilent | undefined) ?? (usePretty ? 'warn' : 'info');
   if (usePretty) {
     const pretty = require('pino-pretty') as typeof PinoPretty;
     return pino(
       { level, base: undefined },
-      pretty({ destination: 2, sync: true, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' }),
+      pretty({ destination: 2, sync: true, colorize: true, singleLine: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' }),
     );
   }
   return pino({ level, base: undefined }, pino.destination({ dest: 2, sync: true }));
