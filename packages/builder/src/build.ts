@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -98,15 +98,6 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface KernelSource {
   kernelVersion: string;
   sourceRoot: string;
@@ -125,7 +116,7 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
     : undefined;
   if (indexPath) {
     const dir = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
-    if (dir && (await exists(join(dir, '.complete')))) return dir;
+    if (dir && (await pathExists(join(dir, '.complete')))) return dir;
   }
   const dirFor = (files: string[]) => join(cacheDir, 'kernels', digestOf([...files].sort()).slice(0, 20));
   let stagedDir = '';
@@ -137,7 +128,7 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
     logger,
     target: async (files) => {
       stagedDir = dirFor(files);
-      if (await exists(join(stagedDir, '.complete'))) return undefined;
+      if (await pathExists(join(stagedDir, '.complete'))) return undefined;
       await rm(stagedDir, { recursive: true, force: true });
       return stagedDir;
     },
@@ -276,7 +267,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     for (const out of outputs) {
-      if (!(await exists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
+      if (!(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
     }
 
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });

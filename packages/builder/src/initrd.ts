@@ -1,6 +1,6 @@
 import { mkdir, readFile, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError } from '@mkinitrd-pkg/common';
+import { UserError, pathExists } from '@mkinitrd-pkg/common';
 
 /**
  * Turn an installroot into an initrd root (systemd's "initrd mode"):
@@ -24,9 +24,7 @@ export async function makeInitrdRoot(root: string): Promise<void> {
   await writeFile(join(root, 'etc/initrd-release'), initrdRelease + '\n', { mode: 0o644 });
 
   const systemd = 'usr/lib/systemd/systemd';
-  try {
-    await lstat(join(root, systemd));
-  } catch {
+  if (!(await pathExistsInRoot(join(root, systemd)))) {
     throw new UserError('INPUT', 'the installroot has no usr/lib/systemd/systemd', { hint: 'add systemd to Packages=' });
   }
   await rm(join(root, 'init'), { force: true });
@@ -42,7 +40,7 @@ export async function makeInitrdRoot(root: string): Promise<void> {
   }
   // Extensions found in the initrd (/usr/lib/extensions, /var/lib/extensions, e.g. from
   // an extra cpio the boot loader appends) are merged before sysinit.target.
-  if (await exists(join(root, 'usr/lib/systemd/system/systemd-sysext.service'))) {
+  if (await pathExistsInRoot(join(root, 'usr/lib/systemd/system/systemd-sysext.service'))) {
     const wants = join(root, 'usr/lib/systemd/system/sysinit.target.wants');
     await mkdir(wants, { recursive: true });
     await rm(join(wants, 'systemd-sysext.service'), { force: true });
@@ -53,13 +51,9 @@ export async function makeInitrdRoot(root: string): Promise<void> {
   await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
+/** Inside the image root symlinks are not followed (they point into the image). */
+function pathExistsInRoot(path: string): Promise<boolean> {
+  return pathExists(path, { followSymlinks: false });
 }
 
 async function readOsRelease(root: string): Promise<string> {

@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { lstat, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { access, lstat, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError, isErrnoException } from './errors.js';
@@ -122,5 +122,19 @@ export async function withAtomicOutput<T>(
   } catch (error) {
     await output.abort();
     throw error;
+  }
+}
+
+/**
+ * Does a path exist? Inside an image root pass `{ followSymlinks: false }`: an absolute
+ * symlink there points into the image, and following it would test the host instead.
+ */
+export async function pathExists(path: string, options: { followSymlinks?: boolean } = {}): Promise<boolean> {
+  try {
+    if (options.followSymlinks === false) await lstat(path);
+    else await access(path);
+    return true;
+  } catch {
+    return false;
   }
 }

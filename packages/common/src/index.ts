@@ -10,6 +10,7 @@ export {
   isPathInside,
   createAtomicOutput,
   withAtomicOutput,
+  pathExists,
 } from './fs.js';
 export type { AtomicOutput } from './fs.js';
 export { createProgress, formatBytes } from './progress.js';

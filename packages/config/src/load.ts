@@ -1,7 +1,7 @@
-import { readFile, readdir, access } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, type Assignment } from './ini-lines.js';
 import { applyAssignments, emptyConfig, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
 
@@ -38,15 +38,6 @@ export interface LoadConfigOptions {
 /** /usr/lib is the vendor's, /etc the admin's (which wins), as systemd does. */
 export const DEFAULT_DROPIN_DIRS = ['/usr/lib/mkinitrd-pkg/mkinitrd-pkg.conf.d', '/etc/mkinitrd-pkg/mkinitrd-pkg.conf.d'];
 export const DEFAULT_PRESET_DIRS = ['/etc/mkinitrd-pkg/presets', '/usr/lib/mkinitrd-pkg/presets', BUILTIN_PRESET_DIR];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readConfigFile(path: string): Promise<Assignment[]> {
   let text: string;
@@ -105,7 +96,7 @@ export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): P
 export async function findPreset(preset: string, presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<{ name: string; path: string }> {
   if (preset.includes('/') || preset.endsWith('.conf')) {
     const path = resolve(preset);
-    if (!(await exists(path))) throw new UserError('PRESET_NOT_FOUND', `preset file not found: ${preset}`);
+    if (!(await pathExists(path))) throw new UserError('PRESET_NOT_FOUND', `preset file not found: ${preset}`);
     return { name: basename(path).replace(/\.conf$/, ''), path };
   }
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(preset)) {
@@ -113,7 +104,7 @@ export async function findPreset(preset: string, presetDirs: string[] = DEFAULT_
   }
   for (const dir of presetDirs) {
     const path = join(dir, `${preset}.conf`);
-    if (await exists(path)) return { name: preset, path };
+    if (await pathExists(path)) return { name: preset, path };
   }
   const known = (await listPresets(presetDirs)).map((p) => p.name);
   throw new UserError('PRESET_NOT_FOUND', `unknown preset "${preset}"`, {

@@ -1,7 +1,7 @@
-import { access, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { listConfFiles, lookupKey, parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
 
 export type SysextScope = 'initrd' | 'system';
@@ -101,15 +101,6 @@ export function parseDefinition(text: string, file: string): SysextDefinition {
   return def;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export interface DefinitionInfo {
   name: string;
   path: string;
@@ -125,12 +116,12 @@ export async function loadDefinition(nameOrFile: string, dirs: readonly string[]
   let path: string | undefined;
   if (nameOrFile.includes('/') || nameOrFile.endsWith('.conf')) {
     path = resolve(nameOrFile);
-    if (!(await exists(path))) throw new UserError('INPUT', `extension definition not found: ${nameOrFile}`);
+    if (!(await pathExists(path))) throw new UserError('INPUT', `extension definition not found: ${nameOrFile}`);
   } else {
     if (!NAME_RE.test(nameOrFile)) throw new UserError('INPUT', `invalid extension definition name "${nameOrFile}"`);
     for (const dir of dirs) {
       const candidate = join(dir, `${nameOrFile}.conf`);
-      if (await exists(candidate)) {
+      if (await pathExists(candidate)) {
         path = candidate;
         break;
       }
