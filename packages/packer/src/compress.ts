@@ -109,6 +109,22 @@ export async function gzipCompress(data: Buffer, level: number): Promise<Buffer>
   );
 }
 
+/** Compress one in-memory frame with the external program (lz4; zstd, xz work too). */
+export async function externalCompress(compression: Exclude<Compression, 'none' | 'gzip'>, level: number, data: Buffer): Promise<Buffer> {
+  const [cmd, args] = compressorCommand(compression, level);
+  const { child, exited } = spawnFilter(cmd, args, 'pipe');
+  const parts: Buffer[] = [];
+  child.stdout!.on('data', (d: Buffer) => parts.push(d));
+  child.stdin!.end(data);
+  const status = await exited;
+  if (status.code !== 0) {
+    throw new UserError('COMMAND_FAILED', `${cmd} ${args.join(' ')} ${status.signal ? `was killed by ${status.signal}` : `exited with ${status.code}`}`, {
+      hint: status.stderr.trim() || undefined,
+    });
+  }
+  return Buffer.concat(parts);
+}
+
 export function missingTool(name: string): UserError {
   return new UserError('MISSING_TOOL', `${name} is not installed`, { hint: `install it (Debian: apt-get install ${name === 'lz4' ? 'lz4' : name === 'xz' ? 'xz-utils' : name})` });
 }
