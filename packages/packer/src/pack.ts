@@ -176,7 +176,23 @@ export async function packTree(options: PackOptions): Promise<PackResult> {
   if (options.sourceDateEpoch !== undefined) scanOptions.sourceDateEpoch = options.sourceDateEpoch;
   // Scan before creating the output, so an output inside the tree is never packed half-written.
   const microcode = options.microcode !== undefined ? scanTree(options.microcode, scanOptions) : undefined;
-  const main = scanTree(root, scanOptions);
+  let main: ScanResult;
+  try {
+    main = scanTree(root, scanOptions);
+  } catch (error) {
+    microcode?.walker.close();
+    throw error;
+  }
+  try {
+    return await packScanned(options, main, microcode, compression, level, logger);
+  } finally {
+    // The trees' directory descriptors (the writer read every file through them).
+    main.walker.close();
+    microcode?.walker.close();
+  }
+}
+
+async function packScanned(options: PackOptions, main: ScanResult, microcode: ScanResult | undefined, compression: Compression, level: number, logger: Logger): Promise<PackResult> {
   logger.debug({ root: main.root, entries: main.entries.length, bytes: main.archiveBytes }, 'scanned tree');
   const total = main.archiveBytes + (microcode?.archiveBytes ?? 0);
   const progress = new ProgressTracker(total, options.onProgress);
@@ -224,12 +240,12 @@ async function writeImage(
   const segments: PackSegment[] = [];
   let mainOffset = 0;
   if (microcode) {
-    writeArchiveSync(fd, microcode.entries, progress, early);
+    writeArchiveSync(fd, microcode, progress, early);
     segments.push(segment(0, microcode.archiveBytes, 'none', 'microcode', 1, microcode));
     mainOffset = microcode.archiveBytes;
   }
   if (compression === 'none') {
-    writeArchiveSync(fd, main.entries, progress, early);
+    writeArchiveSync(fd, main, progress, early);
     return { segments, mainOffset, frames: 1 };
   }
   if (compression === 'xz') {
@@ -237,13 +253,13 @@ async function writeImage(
     // see only the first of several streams. `xz -T0` still compresses in parallel (it
     // cuts the stream into independent blocks itself) with bounded memory.
     const [cmd, args] = compressorCommand('xz', level);
-    await pipeArchive(cmd, args, fd, main.entries, { start: 0, end: main.entries.length, bytes: main.archiveBytes, trailer: true }, progress);
+    await pipeArchive(cmd, args, fd, main, { start: 0, end: main.entries.length, bytes: main.archiveBytes, trailer: true }, progress);
     return { segments, mainOffset, frames: 1 };
   }
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const chunks = planChunks(main.entries, chunkSize);
   const parallelism = options.parallelism ?? defaultParallelism(compression, level);
-  await writeChunked(fd, main.entries, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
+  await writeChunked(fd, main, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
   return { segments, mainOffset, frames: chunks.length };
 }
 
@@ -266,11 +282,11 @@ class ProgressTracker {
 let syncBuffer: Buffer | undefined;
 
 /** One archive, streamed synchronously into `fd` (the 'none' path: as fast as cpio). */
-function writeArchiveSync(fd: number, entries: readonly PackEntry[], progress: ProgressTracker, early: EarlySync): void {
+function writeArchiveSync(fd: number, tree: ScanResult, progress: ProgressTracker, early: EarlySync): void {
   // Shared between calls: safe because this function never yields to the event loop.
   syncBuffer ??= Buffer.allocUnsafe(STREAM_BUFFER);
   const buf = syncBuffer;
-  const filler = new ArchiveFiller(entries);
+  const filler = new ArchiveFiller(tree.entries, 0, tree.entries.length, true, tree.walker);
   while (!filler.done) {
     const n = filler.fill(buf, 0);
     writeAll(fd, buf, n);
@@ -284,13 +300,13 @@ async function pipeArchive(
   cmd: string,
   args: string[],
   fd: number,
-  entries: readonly PackEntry[],
+  tree: ScanResult,
   chunk: Chunk,
   progress: ProgressTracker,
 ): Promise<void> {
   const { child, exited } = spawnFilter(cmd, args, fd);
   const stdin = child.stdin!;
-  const filler = new ArchiveFiller(entries, chunk.start, chunk.end, chunk.trailer);
+  const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
   const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
   const pending: (Promise<void> | undefined)[] = [undefined, undefined];
   let failed: unknown;
@@ -346,7 +362,7 @@ interface ChunkOptions {
  * buffer for the occasional chunk up to IN_MEMORY_FACTOR × chunkSize (a big file), plus
  * what zstd holds; bigger chunks are streamed.
  */
-async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: Chunk[], options: ChunkOptions, progress: ProgressTracker): Promise<void> {
+async function writeChunked(fd: number, tree: ScanResult, chunks: Chunk[], options: ChunkOptions, progress: ProgressTracker): Promise<void> {
   const { compression, level, chunkSize, parallelism } = options;
   const inMemoryLimit = IN_MEMORY_FACTOR * chunkSize;
   const budget = Math.max(parallelism * chunkSize, inMemoryLimit + chunkSize);
@@ -380,7 +396,7 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
     for (const chunk of chunks) {
       if (chunk.bytes > inMemoryLimit) {
         while (queue.length > 0) await flushHead();
-        await streamChunk(fd, entries, chunk, options);
+        await streamChunk(fd, tree, chunk, options);
         progress.add(chunk.bytes);
         continue;
       }
@@ -395,7 +411,7 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
         buffer = pool.pop() ?? Buffer.allocUnsafe(chunkSize);
       }
       const view = buffer.subarray(0, chunk.bytes);
-      const filler = new ArchiveFiller(entries, chunk.start, chunk.end, chunk.trailer);
+      const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
       const n = filler.fill(view, 0);
       if (n !== chunk.bytes || !filler.done) throw new Error(`packer: chunk size mismatch (${n} of ${chunk.bytes} bytes)`);
       const result = compress(view, level);
@@ -411,29 +427,29 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
 }
 
 /** A frame too big to hold in memory: stream it through a compressor. */
-async function streamChunk(fd: number, entries: readonly PackEntry[], chunk: Chunk, options: ChunkOptions): Promise<void> {
+async function streamChunk(fd: number, tree: ScanResult, chunk: Chunk, options: ChunkOptions): Promise<void> {
   const noProgress = new ProgressTracker(0, undefined);
   if (options.compression === 'gzip') {
-    await gzipStream(fd, entries, chunk, options.level);
+    await gzipStream(fd, tree, chunk, options.level);
     return;
   }
   const [cmd, args] = compressorCommand(options.compression, options.level);
   try {
-    await pipeArchive(cmd, args, fd, entries, chunk, noProgress);
+    await pipeArchive(cmd, args, fd, tree, chunk, noProgress);
   } catch (error) {
     if (!(error instanceof UserError && error.code === 'MISSING_TOOL' && options.compression === 'zstd')) throw error;
-    const first = entries[chunk.start]!;
+    const first = tree.entries[chunk.start]!;
     options.logger.warn(
       `no zstd program: compressing a ${Math.round(chunk.bytes / 2 ** 20)} MiB archive (from ${displayName(first.name)}) in memory`,
     );
     const buffer = Buffer.allocUnsafe(chunk.bytes);
-    const filler = new ArchiveFiller(entries, chunk.start, chunk.end, chunk.trailer);
+    const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
     filler.fill(buffer, 0);
     writeAll(fd, await zstdCompress(buffer, options.level));
   }
 }
 
-async function gzipStream(fd: number, entries: readonly PackEntry[], chunk: Chunk, level: number): Promise<void> {
+async function gzipStream(fd: number, tree: ScanResult, chunk: Chunk, level: number): Promise<void> {
   const zlib = await import('node:zlib');
   const gz = zlib.createGzip({ level, chunkSize: STREAM_BUFFER });
   const finished = new Promise<void>((resolve, reject) => {
@@ -442,7 +458,7 @@ async function gzipStream(fd: number, entries: readonly PackEntry[], chunk: Chun
     gz.once('error', reject);
   });
   finished.catch(() => undefined);
-  const filler = new ArchiveFiller(entries, chunk.start, chunk.end, chunk.trailer);
+  const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
   const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
   const pending: (Promise<void> | undefined)[] = [undefined, undefined];
   try {

@@ -11,6 +11,7 @@ import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
 import { encodeMember, encodeTrailer, memberSize, pad4, TRAILER_SIZE } from './newc.js';
 import { displayName, type PackEntry } from './scan.js';
+import { at, type DirWalker } from './dirfd.js';
 
 /** Smallest buffer `fill` accepts: one header with the longest name and symlink target. */
 export const MIN_FILL_BUFFER = 64 * 1024;
@@ -37,11 +38,15 @@ function readError(entry: PackEntry, error: unknown): UserError {
   if (error instanceof UserError) return error;
   const code = isErrnoException(error) ? error.code : undefined;
   if (code === 'ENOENT') return changed(entry, 'vanished');
-  if (code === 'ELOOP') return changed(entry, 'was replaced by a symlink');
+  if (code === 'ELOOP' || code === 'ENOTDIR') return changed(entry, 'or a directory above it was replaced by a symlink');
   return new UserError('IO', `cannot read ${displayName(entry.path.toString('latin1'))}: ${(error as Error).message}`);
 }
 
-/** Writes members [start, end) of `entries`, then a trailer unless `trailer` is false. */
+/**
+ * Writes members [start, end) of `entries`, then a trailer unless `trailer` is false.
+ * Files are opened relative to their directory's descriptor (`walker`, from the scan),
+ * with O_NOFOLLOW on the one remaining component: never through a swapped path.
+ */
 export class ArchiveFiller {
   private i: number;
   private phase = Phase.Header;
@@ -55,8 +60,15 @@ export class ArchiveFiller {
     start = 0,
     private readonly end = entries.length,
     private readonly trailer = true,
+    private readonly walker: DirWalker,
   ) {
     this.i = start;
+  }
+
+  private openMember(e: PackEntry): number {
+    const parts = e.name.split('/');
+    const leaf = parts.pop()!;
+    return openSync(at(this.walker.dir(parts), leaf), OPEN_FLAGS);
   }
 
   get done(): boolean {
@@ -121,7 +133,7 @@ export class ArchiveFiller {
             continue;
           }
           try {
-            this.fd = openSync(e.path, OPEN_FLAGS);
+            this.fd = this.openMember(e);
           } catch (error) {
             throw readError(e, error);
           }
