@@ -75,7 +75,7 @@ describe.each(RELEASES)('$preset preset ($release): build and boot its own kerne
     const result = await mkinitrdPkg(['build', '--preset', preset, '--output', again, '--source-date-epoch', EPOCH, '--cache-dir', TEST_CACHE, '--no-cache']);
     expect(result.exitCode).toBe(0);
     expect(await sha256(again)).toBe(await sha256(image));
-  });
+  }, 900_000);
 
   const boot = async (root: string) => {
     const session = bootQemu({ kernel: vmlinuz, initrd: image, rootImage, append: `root=${root} rw` });
