@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, silentLogger } from '@mkinitrd-pkg/common';
 import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
 import { packTree } from './pack.js';
+import { MIN_FILL_BUFFER } from './writer.js';
 import { readImage, zstdRunEnd } from './reader.js';
 import { inspectImage } from './inspect.js';
 import { extractImage } from './extract.js';
@@ -104,6 +105,26 @@ describe('pack → read → extract (small tree, in-process)', () => {
     const strip = (list: Awaited<ReturnType<typeof members>>) => list.map(({ rawName, ino, mode, size, data }) => ({ rawName, ino, mode, size, data }));
     expect(strip(await members(g.output))).toEqual(strip(await members(n.output)));
     expect(strip(await members(a.output))).toEqual(strip(await members(n.output)));
+  });
+
+  it('every compressor: ONE archive in many frames that decompress to exactly the uncompressed image', async () => {
+    const big = join(base, 'frames-tree');
+    await mkdir(join(big, 'd'), { recursive: true });
+    for (let i = 0; i < 12; i++) await writeFile(join(big, 'd', `f${i}`), createHash('sha512').update(String(i)).digest('hex').repeat(400));
+    await link(join(big, 'd/f0'), join(big, 'z-link'));
+    const none = await packTree({ source: big, output: join(base, 'frames.none'), compression: 'none', logger, sourceDateEpoch: 1 });
+    const plain = readFileSync(none.output);
+    const decompress: Record<string, string[]> = { zstd: ['zstd', '-dc'], gzip: ['gzip', '-dc'], xz: ['xz', '-dc'], lz4: ['lz4', '-dc'] };
+    for (const compression of ['zstd', 'gzip', 'xz', 'lz4'] as const) {
+      const output = join(base, `frames.${compression}`);
+      const result = await packTree({ source: big, output, compression, chunkSize: MIN_FILL_BUFFER, logger, sourceDateEpoch: 1 });
+      const main = result.segments.at(-1)!;
+      expect([main.archives, main.uncompressedSize], compression).toEqual([1, plain.length]);
+      if (compression !== 'xz') expect(main.frames, compression).toBeGreaterThan(4);
+      const [cmd, ...args] = decompress[compression]!;
+      expect(execFileSync(cmd!, [...args, output]).equals(plain), compression).toBe(true);
+      expect(plain.indexOf('TRAILER!!!')).toBe(plain.length - 124 + 110);
+    }
   });
 
   it('owner root stores 0/0; a microcode tree becomes an uncompressed first segment', async () => {
