@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, silentLogger } from '@mkinitrd-pkg/common';
-import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
+import { encodeArchive, type ArchiveMember } from './newc.js';
 import { packTree } from './pack.js';
 import { MIN_FILL_BUFFER } from './writer.js';
 import { readImage, zstdRunEnd } from './reader.js';
@@ -240,48 +240,8 @@ describe('zstd segment boundaries', () => {
 // ---------------------------------------------------------------------------------------
 // Hostile archives
 
-interface M {
-  name: string | Buffer;
-  mode: number;
-  data?: string | Buffer;
-  ino?: number;
-  nlink?: number;
-  rdev?: [number, number];
-}
-
-function archive(list: M[]): Buffer {
-  const parts: Buffer[] = [];
-  let ino = 100;
-  for (const m of list) {
-    const name = typeof m.name === 'string' ? Buffer.from(m.name) : m.name;
-    const data = m.data === undefined ? Buffer.alloc(0) : Buffer.from(m.data);
-    const buf = Buffer.alloc(memberSize(name.length, data.length));
-    const off = encodeHeader(
-      buf,
-      0,
-      {
-        ino: m.ino ?? ino++,
-        mode: m.mode,
-        uid: 0,
-        gid: 0,
-        nlink: m.nlink ?? 1,
-        mtime: 1_600_000_000,
-        filesize: data.length,
-        devMajor: 0,
-        devMinor: 0,
-        rdevMajor: m.rdev?.[0] ?? 0,
-        rdevMinor: m.rdev?.[1] ?? 0,
-      },
-      name.toString('latin1'),
-    );
-    data.copy(buf, off);
-    parts.push(buf);
-  }
-  const t = Buffer.alloc(124);
-  encodeTrailer(t, 0);
-  parts.push(t);
-  return Buffer.concat(parts);
-}
+type M = ArchiveMember;
+const archive = (list: M[]) => encodeArchive(list);
 
 describe('extract refuses to escape the destination', () => {
   let box: string;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '@mkinitrd-pkg/common';
-import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
+import { encodeArchive } from './newc.js';
 import { inspectImage } from './inspect.js';
 import { extractImage } from './extract.js';
 
@@ -25,22 +25,7 @@ afterAll(async () => {
 });
 
 /** A complete newc archive of regular files `name` → contents. */
-function archive(files: Record<string, string>, trailer = true): Buffer {
-  const parts: Buffer[] = [];
-  let ino = 1;
-  for (const [name, data] of Object.entries(files)) {
-    const buf = Buffer.alloc(memberSize(name.length, data.length));
-    const off = encodeHeader(buf, 0, { ino: ino++, mode: 0o100644, uid: 0, gid: 0, nlink: 1, mtime: 1, filesize: data.length, devMajor: 0, devMinor: 0, rdevMajor: 0, rdevMinor: 0 }, name);
-    buf.write(data, off);
-    parts.push(buf);
-  }
-  if (trailer) {
-    const t = Buffer.alloc(124);
-    encodeTrailer(t, 0);
-    parts.push(t);
-  }
-  return Buffer.concat(parts);
-}
+const archive = (files: Record<string, string>) => encodeArchive(Object.entries(files).map(([name, data]) => ({ name, mode: 0o100644, data })));
 
 const tool = (cmd: string, args: string[]) => (input: Buffer) => execFileSync(cmd, args, { input });
 const COMPRESS: Record<string, (b: Buffer) => Buffer> = {
