@@ -34,7 +34,7 @@ export default class Pack extends BaseCommand {
       description: 'keep the files\' uid/gid, or store root (0/0) for all',
     })(),
     mode: Flags.string({ description: 'permissions of the output file, octal', default: '0600' }),
-    'chunk-size': Flags.integer({ description: 'MiB per separately compressed archive (zstd, gzip)', hidden: true, min: 1 }),
+    'chunk-size': Flags.integer({ description: 'MiB per separately compressed frame (zstd, gzip, lz4)', hidden: true, min: 1 }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
   };
 
@@ -67,7 +67,7 @@ export default class Pack extends BaseCommand {
     const parts = result.segments.map(
       (s) =>
         `${s.role} ${formatBytes(s.size)} ${s.compression === 'none' ? 'uncompressed' : s.compression}` +
-        (s.archives > 1 ? ` in ${s.archives} archives` : ''),
+        (s.frames > 1 ? ` in ${s.frames} frames` : ''),
     );
     const level = result.compression === 'none' ? '' : ` -${result.level}`;
     process.stdout.write(
