@@ -84,6 +84,8 @@ export async function lockFile(path: string, options: { shared?: boolean; wait?:
         if (child.exitCode !== null || child.signalCode !== null) resolve();
         else child.once('exit', () => resolve());
       });
+      // Waiting for the exit needs the child counted by the event loop again.
+      child.ref();
       child.stdin!.end();
       await exited;
     },
