@@ -4,30 +4,32 @@
  * stable code and, where we know one, a hint. Plain `Error` means a bug in this program.
  * Only the CLI turns errors into exit codes.
  */
-export type ErrorCode =
-  | 'USAGE'
-  | 'CONFIG'
-  | 'PRESET_NOT_FOUND'
-  | 'NOT_ROOT'
-  | 'MISSING_TOOL'
-  | 'COMMAND_FAILED'
-  | 'PACKAGE_NOT_FOUND'
-  | 'DEPENDENCY_CONFLICT'
-  | 'MIRROR_UNREACHABLE'
-  | 'SIGNATURE'
-  | 'SCRIPTLET_FAILED'
-  | 'KERNEL_NOT_FOUND'
-  | 'MODULE_NOT_FOUND'
-  | 'INPUT'
-  | 'UNSAFE_PATH'
-  | 'ARCHIVE_CORRUPT'
-  | 'ARCHIVE_LIMIT'
-  | 'FILE_CHANGED'
-  | 'IO'
-  | 'SYSEXT'
-  | 'SIGNING'
-  | 'CACHE'
-  | 'INTERRUPTED';
+export const ERROR_CODES = [
+  'USAGE',
+  'CONFIG',
+  'PRESET_NOT_FOUND',
+  'NOT_ROOT',
+  'MISSING_TOOL',
+  'COMMAND_FAILED',
+  'PACKAGE_NOT_FOUND',
+  'DEPENDENCY_CONFLICT',
+  'MIRROR_UNREACHABLE',
+  'SIGNATURE',
+  'SCRIPTLET_FAILED',
+  'KERNEL_NOT_FOUND',
+  'MODULE_NOT_FOUND',
+  'INPUT',
+  'UNSAFE_PATH',
+  'ARCHIVE_CORRUPT',
+  'ARCHIVE_LIMIT',
+  'FILE_CHANGED',
+  'IO',
+  'SYSEXT',
+  'SIGNING',
+  'CACHE',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /**
  * The exit status of each code (design.md §2): 2 for usage errors, 1 for everything

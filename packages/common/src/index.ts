@@ -1,4 +1,4 @@
-export { UserError, isUserError, isErrnoException, exitStatusOf, environmentErrno, asEnvironmentError, OUTPUT_ERRNOS, MACHINE_ERRNOS } from './errors.js';
+export { ERROR_CODES, UserError, isUserError, isErrnoException, exitStatusOf, environmentErrno, asEnvironmentError, OUTPUT_ERRNOS, MACHINE_ERRNOS } from './errors.js';
 export type { ErrorCode, UserErrorOptions } from './errors.js';
 export { createLogger, getLogger, setLogger, silentLogger } from './logger.js';
 export type { Logger, LoggerOptions } from './logger.js';
