@@ -10,7 +10,7 @@ import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/prun
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { makeInitrdRoot } from './initrd.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, stageVerified, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
 export interface BuildOptions {
@@ -115,7 +115,7 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
   if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
   const indexKey = metadataDigest ? digestOf([config.kernelPackage, config.architecture, metadataDigest]) : undefined;
-  return stageVerified(cacheDir, 'kernels', indexKey, logger, async (fill) => {
+  return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
     await unpack({
       config,
       packages: [config.kernelPackage!],

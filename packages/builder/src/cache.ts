@@ -212,6 +212,14 @@ const silent = { warn() {}, info() {} } as unknown as Logger;
 
 export const KERNEL_CACHE_FORMAT = 1;
 
+/**
+ * Where verified kernel staging roots live. Not `kernels/`: older versions keep
+ * unverified trees there (a `.complete` marker, index files holding paths) and may be
+ * running against the same cache; sharing the directory would make each remove the
+ * other's entries as "incomplete".
+ */
+export const KERNEL_CACHE_DIR = 'staged-kernels';
+
 interface StagedMeta extends VerifiedMeta {
   format: number;
   name: string;
@@ -284,7 +292,7 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  for (const part of ['roots', 'kernels', join('kernels', 'index'), 'metadata']) {
+  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), 'metadata']) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
@@ -342,7 +350,7 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
   }
   try {
-    const parts = ['roots', 'kernels', 'work', 'metadata', 'sysext'];
+    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', 'work', 'metadata', 'sysext'];
     if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];
     let bytes = 0;
