@@ -188,8 +188,11 @@ describe('hostile inputs get one line and touch nothing', () => {
   it('a newline in --mirror and an option as a package are refused before apt sees them', async () => {
     const mirror = await mkinitrdPkg(['summary', '--mirror', 'http://deb.debian.org/debian\ndeb [trusted=yes] http://127.0.0.1:9/ ./']);
     expectOneLineError(mirror, /^mkinitrd-pkg: error: mirror: control characters are not allowed/);
-    const option = await mkinitrdPkg(['summary', '--package=-oDPkg::Pre-Invoke::=touch /tmp/pwned']);
-    expectOneLineError(option, /^mkinitrd-pkg: error: package: invalid package name/);
+    // (oclif already refuses a flag value starting with "-"; a config file did not.)
+    const conf = join(dir, 'option.conf');
+    await writeFile(conf, '[Content]\nPackages=-oDPkg::Pre-Invoke::=touch/tmp/pwned\n');
+    const option = await mkinitrdPkg(['summary', '--config', conf]);
+    expectOneLineError(option, /option\.conf:2: Content\.Packages: invalid package name "-oDPkg/);
   });
 
   it('a usage error exits 2', async () => {
