@@ -139,6 +139,7 @@ describe('the cache lock', () => {
   it('cache clean refuses while a build holds the cache, and removes nothing', async () => {
     const cache = join(dir, 'locked-cache');
     await mkdir(join(cache, 'roots', 'entry'), { recursive: true });
+    await writeFile(join(cache, 'CACHEDIR.TAG'), 'Signature: 8a477f597d28d172789f06886806bc55\n');
     // A build holds the cache lock shared for its whole run (common/src/workdir.ts).
     const holder = spawn('flock', ['-s', join(cache, 'lock'), 'sleep', '60'], { stdio: 'ignore' });
     try {

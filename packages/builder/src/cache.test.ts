@@ -152,4 +152,13 @@ describe('concurrency: stale means the owner is gone', () => {
     expect(result.removed).toEqual(expect.arrayContaining([join(cache, 'roots'), join(cache, 'work')]));
     await expect(stat(join(cache, 'roots'))).rejects.toThrow(/ENOENT/);
   });
+
+  it('cache clean --cache-dir naming a directory that is not a cache removes nothing', async () => {
+    // As `cache clean --cache-dir /` would: / has work/ and sysext/ that are not ours.
+    const notCache = join(dir, 'not-a-cache');
+    await mkdir(join(notCache, 'work', 'precious'), { recursive: true });
+    await mkdir(join(notCache, 'sysext'), { recursive: true });
+    await expect(cleanCache(notCache, true)).rejects.toThrow(/is not a mkinitrd-pkg cache \(no CACHEDIR\.TAG in it\): nothing removed/);
+    expect((await readdir(notCache)).sort()).toEqual(['sysext', 'work']);
+  });
 });

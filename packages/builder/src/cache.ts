@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, isOwnerAlive, lockCache, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
+import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
@@ -344,7 +344,14 @@ export interface CleanResult {
  * nothing is removed from under a running build; with one running this fails at once.
  */
 export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanResult> {
-  if (!(await stat(cacheDir).catch(() => undefined))) return { removed: [], bytes: 0 };
+  const st = await stat(cacheDir).catch(() => undefined);
+  if (!st) return { removed: [], bytes: 0 };
+  // `--cache-dir /` must not remove /work or /sysext: only a directory this program tagged.
+  if (!st.isDirectory() || !(await isTaggedCache(cacheDir))) {
+    throw new UserError('CACHE', `${cacheDir} is not a mkinitrd-pkg cache (no ${CACHEDIR_TAG} in it): nothing removed`, {
+      hint: 'name the directory given to build --cache-dir (a build tags it); an older cache can be removed by hand',
+    });
+  }
   const lock = await lockCache(cacheDir, { exclusive: true, wait: false });
   if (!lock) {
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });

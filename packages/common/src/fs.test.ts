@@ -31,6 +31,8 @@ describe('output paths are checked before any work', () => {
     await expect(checkOutputPath(join(dir, 'fifo'))).rejects.toThrow(/exists and is not a regular file/);
     await expect(checkOutputPath(join(dir, 'nope', 'x.img'))).rejects.toThrow(/directory does not exist/);
     await expect(checkOutputPath(join(dir, 'ok.img'))).resolves.toBe(join(dir, 'ok.img'));
+    // The rename would otherwise replace the device node /dev/null with a file.
+    await expect(checkOutputPath('/dev/null')).rejects.toThrow(/\/dev\/null exists and is not a regular file/);
   });
 
   it('a commit whose rename fails leaves no temporary (commit is done only after the rename)', async () => {

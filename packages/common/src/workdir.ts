@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { UserError } from './errors.js';
 import { join } from 'node:path';
 import type { Logger } from './logger.js';
 import { OWNER_TOKEN_SOURCE, isOwnerAlive, lockFile, ownerToken, type FileLock } from './owner.js';
@@ -26,8 +27,27 @@ export function cacheLockPath(cacheDir: string): string {
 }
 
 export async function lockCache(cacheDir: string, options: { exclusive?: boolean; wait?: boolean } = {}): Promise<FileLock | undefined> {
-  await mkdir(cacheDir, { recursive: true });
-  return lockFile(cacheLockPath(cacheDir), { shared: !options.exclusive, ...(options.wait !== undefined && { wait: options.wait }) });
+  try {
+    await mkdir(cacheDir, { recursive: true });
+  } catch (error) {
+    throw new UserError('CACHE', `cannot use ${cacheDir} as the cache directory: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+      hint: 'pass --cache-dir naming a directory',
+    });
+  }
+  const lock = await lockFile(cacheLockPath(cacheDir), { shared: !options.exclusive, ...(options.wait !== undefined && { wait: options.wait }) });
+  // Cache Directory Tagging Specification (https://bford.info/cachedir/): backup tools skip
+  // it, and `cache clean` removes only from a directory that carries it.
+  await writeFile(join(cacheDir, CACHEDIR_TAG), CACHEDIR_TAG_TEXT, { flag: 'wx' }).catch(() => undefined);
+  return lock;
+}
+
+export const CACHEDIR_TAG = 'CACHEDIR.TAG';
+const CACHEDIR_TAG_TEXT = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by mkinitrd-pkg.\n';
+
+/** Does `dir` carry the cache directory tag (so removing its parts cannot hit anything else)? */
+export async function isTaggedCache(dir: string): Promise<boolean> {
+  const text = await readFile(join(dir, CACHEDIR_TAG), 'utf8').catch(() => '');
+  return text.startsWith('Signature: 8a477f597d28d172789f06886806bc55');
 }
 
 const held = new Map<string, FileLock>();

@@ -7,7 +7,8 @@ import { UserError } from '@mkinitrd-pkg/common';
  * or drive the terminal.
  */
 export function shown(text: string, max = 80): string {
-  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+  // JSON escapes C0 controls; C1 controls (U+0080–U+009F, e.g. CSI U+009B) drive some terminals too.
+  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text).replace(/[\u0080-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** One `Key=Value` assignment with where it came from, for file:line errors. */

@@ -117,6 +117,7 @@ describe('hostile config input', () => {
       ['[Content]\nPackages=kmod a\0b\n', /:2: Content\.Packages: control characters are not allowed: "a\\u0000b"/],
       ['[Distribution]\nMirror=http://deb.debian.org/debian\n  deb [trusted=yes] http://evil.example/ ./\n', /:2: Distribution\.Mirror: must be one line/],
       ['[Distribution]\nMirror=http://x/\x1b[2J\n', /control characters/],
+      ['[Content]\nPackages=a\u009b2Jb\n', /control characters are not allowed: "a\\u009b2Jb"/],
       ['[Content]\nPackages=-oDPkg::Pre-Invoke::=touch/tmp/pwned\n', /invalid package name "-oDPkg/],
       ['[Content]\nKernelPackage=--reinstall\n', /invalid package name/],
       ['[Distribution]\nRelease=bookworm main\n', /invalid name "bookworm main"/],

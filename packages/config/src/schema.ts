@@ -63,7 +63,7 @@ export const PACKAGE_NAME_RE = /^[A-Za-z0-9?][A-Za-z0-9+._:~=/*?-]*$/;
 const URL_RE = /^[a-z][a-z0-9+.-]*:\/\/[^\s\x00-\x1f\x7f]+$/;
 
 /** Control characters (NUL, newline, escape …): never valid in a config value that reaches apt or dnf. */
-const CONTROL_RE = /[\x00-\x1f\x7f]/;
+const CONTROL_RE = /[\x00-\x1f\x7f-\x9f]/;
 
 /**
  * Why a value of `field` is unacceptable, or undefined. Values go into apt's and dnf's

@@ -28,6 +28,8 @@ export function parseOsRelease(text: string): Record<string, string> {
  * ../usr/lib/os-release works and a hostile /etc/os-release → /etc/shadow cannot reach
  * the host. Returns undefined when it does not exist.
  */
+const MAX_RELEASE_FILE = 64 * 1024;
+
 export async function readFileInRoot(root: string, path: string, hops = 0): Promise<string | undefined> {
   const parts = safeComponents(path);
   for (let i = 0; i < parts.length; i++) {
@@ -46,7 +48,12 @@ export async function readFileInRoot(root: string, path: string, hops = 0): Prom
       const next = posix.resolve(target.startsWith('/') ? '/' : dir, target, ...parts.slice(i + 1));
       return readFileInRoot(root, next, hops + 1);
     }
-    if (i === parts.length - 1) return st.isFile() ? readFile(here, 'utf8') : undefined;
+    if (i === parts.length - 1) {
+      if (!st.isFile()) return undefined;
+      // Identity files are a few hundred bytes: a base cannot make us read gigabytes.
+      if (st.size > MAX_RELEASE_FILE) throw new UserError('INPUT', `${path} in ${root} is too large (${st.size} bytes) for an os-release file`);
+      return readFile(here, 'utf8');
+    }
     if (!st.isDirectory()) return undefined;
   }
   return undefined;
