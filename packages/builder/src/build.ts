@@ -437,6 +437,9 @@ async function checkOutputTemplates(config: ImageConfig, manifest: string | unde
   };
   if (config.output) await check(config.output, 'output');
   if (manifest) await check(manifest, 'manifest');
+  if (config.output && manifest && resolve(config.output) === resolve(manifest)) {
+    throw new UserError('INPUT', `--manifest and --output name the same file: ${resolve(manifest)}`);
+  }
 }
 
 /** Every image and manifest path, once the kernels are known: usable, and no two the same. */
