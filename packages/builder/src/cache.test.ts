@@ -3,7 +3,7 @@ import { link, mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UserError, createWorkDir, ownerToken, processStartTime, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
+import { UserError, createWorkDir, exitedOwnerToken, ownerToken, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
 import { cleanCache, removeStaleTemporaries, stageVerified, treeDigest } from './cache.js';
 
 let dir: string;
@@ -14,14 +14,6 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 
 const COMMON_DIST = new URL('../../common/dist/index.js', import.meta.url).pathname;
 
-async function deadToken(): Promise<string> {
-  const child = spawn('sleep', ['30']);
-  await new Promise((r) => setTimeout(r, 50));
-  const token = `${child.pid}-${processStartTime(child.pid!)}`;
-  child.kill('SIGKILL');
-  await new Promise((r) => child.once('exit', r));
-  return token;
-}
 
 describe('treeDigest covers what the packer records', () => {
   it('changes with an mtime, a hard link and content; not with links made from outside', async () => {
@@ -109,7 +101,7 @@ describe('concurrency: stale means the owner is gone', () => {
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise((r) => child.once('exit', r));
     // Meanwhile: builds starting, each removing stale temporaries — and one really stale entry.
-    const stale = join(cache, 'roots', `.dead.${await deadToken()}.abcd1234.tmp`);
+    const stale = join(cache, 'roots', `.dead.${await exitedOwnerToken()}.abcd1234.tmp`);
     await mkdir(stale);
     let sweeps = 0;
     while (child.exitCode === null) {
@@ -126,7 +118,7 @@ describe('concurrency: stale means the owner is gone', () => {
 
   it('a work dir of a live build is kept, one of a dead build removed', async () => {
     const cache = join(dir, 'work');
-    const deadDir = join(cache, 'work', `build-${await deadToken()}-0123456789ab`);
+    const deadDir = join(cache, 'work', `build-${await exitedOwnerToken()}-0123456789ab`);
     await mkdir(deadDir, { recursive: true });
     const mine = await createWorkDir(cache, 'build', silentLogger());
     const second = await createWorkDir(cache, 'build', silentLogger());

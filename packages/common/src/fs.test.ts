@@ -1,10 +1,10 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkOutputPath, createAtomicOutput, removeStaleOutputTemporaries, withAtomicOutput } from './fs.js';
-import { isOwnerAlive, ownerToken, processStartTime } from './owner.js';
+import { exitedOwnerToken, isOwnerAlive, ownerToken } from './owner.js';
 import { runCleanupsSync } from './cleanup.js';
 
 let dir: string;
@@ -13,15 +13,6 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-/** The owner token of a process that has exited (its pid + start time no longer match anything). */
-async function deadToken(): Promise<string> {
-  const child = spawn('sleep', ['30']);
-  await new Promise((r) => setTimeout(r, 50));
-  const token = `${child.pid}-${processStartTime(child.pid!)}`;
-  child.kill('SIGKILL');
-  await new Promise((r) => child.once('exit', r));
-  return token;
-}
 
 describe('output paths are checked before any work', () => {
   it('refuses a directory, a FIFO and a missing directory with one clear line', async () => {
@@ -57,7 +48,7 @@ describe('output paths are checked before any work', () => {
 describe('stale temporaries: removed only when their owner is gone', () => {
   it('owner tokens name one process: a dead one is not alive, this one is', async () => {
     expect(isOwnerAlive(ownerToken())).toBe(true);
-    expect(isOwnerAlive(await deadToken())).toBe(false);
+    expect(isOwnerAlive(await exitedOwnerToken())).toBe(false);
     // A reused pid with another start time is not the owner.
     expect(isOwnerAlive(`${process.pid}-1`)).toBe(false);
   });
@@ -65,12 +56,12 @@ describe('stale temporaries: removed only when their owner is gone', () => {
   it('removes a dead owner temporary, keeps a live one and anything else', async () => {
     const sub = join(dir, 'stale');
     await mkdir(sub);
-    const dead = `.img.${await deadToken()}.0123456789ab.tmp`;
+    const dead = `.img.${await exitedOwnerToken()}.0123456789ab.tmp`;
     const live = `.img.${ownerToken()}.0123456789ab.tmp`;
     const other = `.img.notours.tmp`;
-    const otherName = `.other.${await deadToken()}.0123456789ab.tmp`;
+    const otherName = `.other.${await exitedOwnerToken()}.0123456789ab.tmp`;
     for (const n of [dead, live, other, otherName]) await writeFile(join(sub, n), 'x');
-    await mkdir(join(sub, `.img.${await deadToken()}.aaaaaaaaaaaa.tmp`)); // not a regular file: left alone
+    await mkdir(join(sub, `.img.${await exitedOwnerToken()}.aaaaaaaaaaaa.tmp`)); // not a regular file: left alone
     const removed = await removeStaleOutputTemporaries(sub, 'img');
     expect(removed).toEqual([join(sub, dead)]);
     const left = await readdir(sub);

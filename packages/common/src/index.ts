@@ -19,7 +19,7 @@ export { createProgress, formatBytes } from './progress.js';
 export type { Progress } from './progress.js';
 export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';
 export { createWorkDir, removeWorkDir, lockCache, cacheLockPath, ownerOfName, isTaggedCache, CACHEDIR_TAG } from './workdir.js';
-export { ownerToken, isOwnerAlive, lockFile, processStartTime, OWNER_TOKEN_SOURCE } from './owner.js';
+export { ownerToken, isOwnerAlive, lockFile, processStartTime, exitedOwnerToken, OWNER_TOKEN_SOURCE } from './owner.js';
 export type { FileLock } from './owner.js';
 export { registerCleanup, unregisterCleanup, runCleanupsSync } from './cleanup.js';
 export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';

@@ -91,3 +91,16 @@ export async function lockFile(path: string, options: { shared?: boolean; wait?:
     },
   };
 }
+
+/**
+ * The owner token of a process that has exited: what a killed run leaves in the names of
+ * its temporaries. For tests of the stale-temporary rules (it starts and kills `sleep`).
+ */
+export async function exitedOwnerToken(): Promise<string> {
+  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('spawn', resolve));
+  const token = `${child.pid}-${processStartTime(child.pid!) ?? '0'}`;
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  return token;
+}
