@@ -51,6 +51,24 @@ describe.skipIf(!isRoot)('a full file system: one line naming the output, no tem
   });
 });
 
+describe.skipIf(!isRoot)('a read-only file system is known before any work', () => {
+  it('build and pack say so in one line, naming the directory', async () => {
+    const ro = join(dir, 'ro-fs');
+    await mkdir(ro);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro]);
+    try {
+      const cache = join(dir, 'ro-unused-cache');
+      const build = await mkinitrdPkg(['build', '--kernel-package', '', '--kernel-version', kernel?.version ?? '6.1.0-1-amd64', '--output', join(ro, 'x.img'), '--cache-dir', cache]);
+      expectOneLineError(build, new RegExp(`^mkinitrd-pkg: error: cannot write to ${ro}: read-only file system$`));
+      expect(await readdir(cache).catch(() => [])).not.toContain('roots');
+      const pack = await mkinitrdPkg(['pack', tree, '--output', join(ro, 'x.img')]);
+      expectOneLineError(pack, new RegExp(`^mkinitrd-pkg: error: cannot write to ${ro}: read-only file system$`));
+    } finally {
+      execFileSync('umount', [ro]);
+    }
+  });
+});
+
 describe('output paths are checked before any work', () => {
   it('pack --output naming a directory', async () => {
     const target = join(dir, 'is-a-dir');

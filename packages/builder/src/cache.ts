@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
+import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
@@ -178,10 +178,12 @@ export async function storeRoot(cacheDir: string, key: string, root: string, met
   await mkdir(roots, { recursive: true });
   const temp = join(roots, temporaryName(key));
   await mkdir(temp);
+  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
   await rename(root, join(temp, 'root'));
   const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) };
   await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
   const entry = await publishEntry(temp, entryDir(cacheDir, key), () => lookupRoot(cacheDir, key, silent));
+  unregisterCleanup(temp);
   return entry ?? { root: join(entryDir(cacheDir, key), 'root'), meta: full };
 }
 
@@ -264,6 +266,7 @@ export async function stageVerified(
     await mkdir(base, { recursive: true });
     temp = join(base, temporaryName(name));
     await mkdir(temp);
+    registerCleanup(temp);
     return join(temp, 'root');
   });
   if (entryName === undefined) throw new Error('stageVerified: produce() never named its entry');
@@ -274,6 +277,7 @@ export async function stageVerified(
     await writeFile(join(temp, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
     const name = entryName;
     await publishEntry(temp, join(base, name), async () => ((await verified(name)) ? true : undefined));
+    unregisterCleanup(temp);
   }
   if (indexPath) {
     await mkdir(join(base, 'index'), { recursive: true });

@@ -93,6 +93,14 @@ export async function checkOutputPath(path: string, options: { what?: string; cr
     }
   } else if (!dirStat.isDirectory()) {
     throw new UserError('INPUT', `${what} directory is not a directory: ${dir}`);
+  } else {
+    // A read-only file system (or, for non-root, a directory without write permission)
+    // is known now; finding out at the rename would waste the whole build.
+    try {
+      await access(dir, fsConstants.W_OK);
+    } catch (error) {
+      throw asEnvironmentError(error, dir, 'cannot write to', ['EROFS', 'EACCES', 'EPERM']);
+    }
   }
   const st = await lstat(full).catch(() => undefined);
   if (st && !st.isFile() && !st.isSymbolicLink()) {
