@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -24,6 +24,12 @@ export interface BuildOptions {
    * {kver}; '' for none (kernel-install copies every staged initrd* file into the entry).
    */
   manifest?: string;
+  /**
+   * Where to write each kernel's image (vmlinuz) beside the initrd: a path with {kver};
+   * undefined for none. The kernel comes from where the modules come from (the kernel
+   * package's staging root, or the host's /boot), so a boot needs nothing else.
+   */
+  kernelOutput?: string;
   /** Use and fill the installroot cache (default true). */
   useCache?: boolean;
   /** Fetch repository metadata even if it is fresh enough. */
@@ -45,6 +51,8 @@ export interface ImageResult {
   modules: string[];
   firmware: string[];
   modulesSource: string;
+  /** Where the kernel image was written (--kernel-output), if asked for. */
+  kernelImagePath: string | undefined;
 }
 
 export interface PhaseTiming {
@@ -232,7 +240,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
 
   // Output and manifest paths are checked before any work: a bad one must not cost a
   // package install, and must never fail after the image was written.
-  await checkOutputTemplates(config, options.manifest);
+  await checkOutputTemplates(config, options.manifest, options.kernelOutput);
   const workDir = await createWorkDir(cacheDir, 'build', logger);
   try {
     await removeStaleTemporaries(cacheDir, logger);
@@ -256,7 +264,13 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     const manifests = kernels.map((k, i) => manifestPathFor(options.manifest, outputs[i]!, k.kernelVersion));
-    await checkOutputs(outputs, manifests);
+    const kernelOutputs = kernels.map((k) => (options.kernelOutput ? resolve(options.kernelOutput.replaceAll('{kver}', k.kernelVersion)) : undefined));
+    if (kernels.length > 1 && options.kernelOutput && !options.kernelOutput.includes('{kver}')) {
+      throw new UserError('USAGE', `--kernel-output ${options.kernelOutput} names one file but ${kernels.length} kernels are built`, { hint: 'put {kver} in the kernel output name' });
+    }
+    await checkOutputs(outputs, manifests, kernelOutputs);
+    // The kernel image must exist before any work is done for it.
+    const kernelImages = await Promise.all(kernels.map((k, i) => (kernelOutputs[i] ? findKernelImage(k) : undefined)));
 
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
 
@@ -310,7 +324,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             });
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
+          const kernelImagePath = kernelOutputs[i];
+          if (kernelImagePath) await copyAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
+            kernelImagePath,
             kernelVersion: kernel.kernelVersion,
             path: output,
             manifestPath,
@@ -411,6 +428,23 @@ function stripSlash(pattern: string): string {
   return pattern.replace(/^\/+/, '');
 }
 
+/**
+ * The kernel image that belongs to these modules: `boot/vmlinuz-KVER` in the kernel
+ * package's staging root (Debian's and Fedora's packages both ship it there; Fedora also
+ * keeps a copy as usr/lib/modules/KVER/vmlinuz), or in the host's root for host modules.
+ */
+async function findKernelImage(kernel: KernelSource): Promise<string> {
+  const candidates = [join(kernel.sourceRoot, 'boot', `vmlinuz-${kernel.kernelVersion}`), join(kernel.sourceRoot, 'usr/lib/modules', kernel.kernelVersion, 'vmlinuz')];
+  for (const candidate of candidates) if (await pathExists(candidate)) return candidate;
+  throw new UserError('KERNEL_NOT_FOUND', `no kernel image for ${kernel.kernelVersion} in ${kernel.description}`, { hint: `looked for ${candidates.join(' and ')}` });
+}
+
+async function copyAtomically(source: string, path: string, mode: number): Promise<void> {
+  await withAtomicOutput(path, async (out) => {
+    for await (const chunk of createReadStream(source)) await out.handle.write(chunk as Buffer);
+  }, mode);
+}
+
 async function writeManifest(path: string, manifest: unknown): Promise<void> {
   await withAtomicOutput(path, (o) => o.handle.writeFile(JSON.stringify(manifest, null, 2) + '\n'), 0o644);
 }
@@ -425,7 +459,7 @@ function manifestPathFor(template: string | undefined, output: string, kernelVer
  * What can be checked of --output/--manifest before the kernels are known: a path
  * without {kver} fully, one with {kver} as far as its directory is fixed.
  */
-async function checkOutputTemplates(config: ImageConfig, manifest: string | undefined): Promise<void> {
+async function checkOutputTemplates(config: ImageConfig, manifest: string | undefined, kernelOutput: string | undefined): Promise<void> {
   const check = async (template: string, what: string) => {
     if (template.endsWith('/') && !template.includes('{kver}')) {
       const st = await stat(template).catch(() => undefined);
@@ -437,17 +471,19 @@ async function checkOutputTemplates(config: ImageConfig, manifest: string | unde
   };
   if (config.output) await check(config.output, 'output');
   if (manifest) await check(manifest, 'manifest');
+  if (kernelOutput) await check(kernelOutput, 'kernel output');
   if (config.output && manifest && resolve(config.output) === resolve(manifest)) {
     throw new UserError('INPUT', `--manifest and --output name the same file: ${resolve(manifest)}`);
   }
 }
 
-/** Every image and manifest path, once the kernels are known: usable, and no two the same. */
-async function checkOutputs(outputs: string[], manifests: Array<string | undefined>): Promise<void> {
+/** Every image, manifest and kernel path, once the kernels are known: usable, and no two the same. */
+async function checkOutputs(outputs: string[], manifests: Array<string | undefined>, kernelOutputs: Array<string | undefined>): Promise<void> {
   const seen = new Set<string>();
-  for (const [path, what] of [...outputs.map((p) => [p, 'output'] as const), ...manifests.flatMap((p) => (p ? [[p, 'manifest'] as const] : []))]) {
+  const named = (paths: Array<string | undefined>, what: string) => paths.flatMap((p) => (p ? [[p, what] as const] : []));
+  for (const [path, what] of [...named(outputs, 'output'), ...named(manifests, 'manifest'), ...named(kernelOutputs, 'kernel output')]) {
     await checkOutputPath(path, { what });
-    if (seen.has(path)) throw new UserError('INPUT', `${path} would be written twice (image and manifest, or two kernels)`, { hint: 'use {kver} in --output/--manifest, and different names for them' });
+    if (seen.has(path)) throw new UserError('INPUT', `${path} would be written twice (image, manifest or kernel, or two kernels)`, { hint: 'use {kver} in --output/--manifest/--kernel-output, and different names for them' });
     seen.add(path);
   }
 }
