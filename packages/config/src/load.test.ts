@@ -101,6 +101,7 @@ describe('hostile config input', () => {
     execFileSync('mkfifo', [fifo]);
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [fifo] })).rejects.toThrow(/fifo\.conf is a FIFO/);
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [dir] })).rejects.toThrow(/is a directory/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: ['/dev/zero'] })).rejects.toThrow(/\/dev\/zero is not a regular file/);
   });
 
   it('a 10 MB line is not echoed back', async () => {

@@ -67,7 +67,11 @@ export async function readConfigText(path: string, what = 'config file'): Promis
       });
     }
     if (st.size > MAX_CONFIG_BYTES) throw new UserError('CONFIG', `${what} ${path} is too large (${st.size} bytes; at most ${MAX_CONFIG_BYTES})`);
-    const text = await handle.readFile('utf8');
+    // A /proc file passes as "regular" with size 0 and may have nothing to read now
+    // (EAGAIN on the non-blocking descriptor): one line, not a crash.
+    const text = await handle.readFile('utf8').catch((error: Error) => {
+      throw new UserError('CONFIG', `cannot read ${what} ${path}: ${error.message}`);
+    });
     if (text.length > MAX_CONFIG_BYTES) throw new UserError('CONFIG', `${what} ${path} is too large`);
     return text;
   } finally {
