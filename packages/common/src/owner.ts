@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { UserError } from './errors.js';
 
@@ -38,6 +38,8 @@ export function isOwnerAlive(token: string): boolean {
   return start !== undefined && start === m[2];
 }
 
+const FLOCK_PATHS = ['/usr/bin/flock', '/bin/flock', '/usr/sbin/flock', '/sbin/flock'];
+
 export interface FileLock {
   release(): Promise<void>;
 }
@@ -51,7 +53,10 @@ export interface FileLock {
  */
 export async function lockFile(path: string, options: { shared?: boolean; wait?: boolean } = {}): Promise<FileLock | undefined> {
   const args = [options.shared ? '-s' : '-x', ...(options.wait === false ? ['-n', '-E', '75'] : []), path, '-c', 'echo locked; exec cat >/dev/null'];
-  const child: ChildProcess = spawn('flock', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // By absolute path, never through the caller's PATH (issue 10 item 4: a planted
+  // node_modules/.bin/flock would run as root). TODO: the common tool resolver, once merged.
+  const flock = FLOCK_PATHS.find((p) => existsSync(p)) ?? '/usr/bin/flock';
+  const child: ChildProcess = spawn(flock, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const outcome = await new Promise<'locked' | 'busy' | Error>((resolve) => {
     let out = '';
     let err = '';
