@@ -148,7 +148,7 @@ export function explainAptFailure(result: RunResult): UserError | undefined {
   }
   if (/NO_PUBKEY|not signed|is not signed|GPG error|Signed-By/.test(text)) {
     const gpg = /(.*(?:NO_PUBKEY|GPG error|not signed).*)/.exec(text);
-    return new UserError('MIRROR_UNREACHABLE', `repository signature check failed: ${gpg ? gpg[1]!.replace(/^[WE]: /, '').trim() : ''}`, {
+    return new UserError('SIGNATURE', `repository signature check failed: ${gpg ? gpg[1]!.replace(/^[WE]: /, '').trim() : ''}`, {
       hint: 'RepositoryKey= must name the keyring that signs the archive (RepositoryKeyCheck=no disables the check)',
     });
   }
