@@ -15,20 +15,12 @@ import { loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstallResult, type Resolver } from '@mkinitrd-pkg/resolver';
 import { buildAptRepos, SUITE } from './fixtures/apt/build-repo.js';
 import { buildRpmRepos } from './fixtures/rpm/build-repo.js';
-
-interface Repos {
-  main: string;
-  extra: string;
-  signed: string;
-  key: string;
-  otherKey: string;
-  cleanup(): Promise<void>;
-}
+import type { LocalRepos } from './fixtures/local-repos.js';
 
 interface Backend {
   packageManager: string;
   preset: string;
-  build(): Promise<Repos>;
+  build(): Promise<LocalRepos>;
   /** [Distribution] lines that point the preset at one local repository, unsigned. */
   repository(path: string): string;
   /** A Repositories= entry for a second local repository. */
@@ -61,7 +53,7 @@ const exists = (path: string) => access(path).then(() => true, () => false);
 const names = (result: InstallResult) => result.packages.map((p) => p.name).filter((n) => n !== 'usr-is-merged');
 
 describe.each(BACKENDS)('resolver conformance: $packageManager', (backend) => {
-  let repos: Repos;
+  let repos: LocalRepos;
   let work: string;
   let cacheDir: string;
   let resolver: Resolver;
