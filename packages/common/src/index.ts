@@ -18,3 +18,5 @@ export type { Progress } from './progress.js';
 export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';
 export { createWorkDir } from './workdir.js';
 export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';
+export { ADMIN_DATA_DIR, VENDOR_DATA_DIR, builtinDataDir, builtinDataPath, dataSearchPath, findDataFile, findDataRoot } from './data.js';
+export type { DataKind } from './data.js';
