@@ -51,8 +51,8 @@ describe('npm package: npm pack + npm install -g into a clean prefix', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^mkinitrd-pkg\/\d+\.\d+\.\d+ /);
     // Nothing of the checkout inside: one bundled module, data beside it.
-    expect((await readdir(join(installed, 'lib'))).sort()).toEqual(['mkinitrd-pkg.mjs']);
-    expect(await readFile(join(installed, 'lib/mkinitrd-pkg.mjs'), 'utf8')).not.toContain(REPO);
+    expect((await readdir(join(installed, 'dist'))).sort()).toEqual(['mkinitrd-pkg.mjs']);
+    expect(await readFile(join(installed, 'dist/mkinitrd-pkg.mjs'), 'utf8')).not.toContain(REPO);
   });
 
   it('lists its own presets (inside the installed package)', async () => {

@@ -5,11 +5,11 @@
 //   node scripts/package/bundle.mjs [OUT_DIR]      (default: dist/bundle/mkinitrd-pkg)
 //
 // OUT_DIR/
-//   package.json        name mkinitrd-pkg; oclif reads its commands from lib/ (explicit strategy)
+//   package.json        name mkinitrd-pkg; oclif reads its commands from dist/ (explicit strategy)
 //   bin/run.js          the executable
-//   lib/mkinitrd-pkg.mjs  every workspace package and npm dependency in one ES module
+//   dist/mkinitrd-pkg.mjs  every workspace package and npm dependency in one ES module
 //   node_modules/pino-pretty/  bundled on its own: loaded with require() only on a TTY
-//   presets/ sysext/ kernel-install/   the data (common/src/data.ts finds it beside lib/)
+//   presets/ sysext/ kernel-install/   the data (common/src/data.ts finds it beside dist/)
 //   THIRD-PARTY.json    the npm packages inside the bundle, with versions and licenses
 //
 // The native zstd binding is not bundled: the npm package lists it as an optional
@@ -31,7 +31,7 @@ const prettyPkg = await readJson(join(ROOT, 'node_modules/pino-pretty/package.js
 const zstdPkg = await readJson(join(ROOT, 'node_modules/@mongodb-js/zstd/package.json'));
 
 await rm(out, { recursive: true, force: true });
-await mkdir(join(out, 'lib'), { recursive: true });
+await mkdir(join(out, 'dist'), { recursive: true });
 
 // ESM output needs a real require() for the CommonJS dependencies esbuild wraps (pino,
 // oclif's own lazy requires of node: modules).
@@ -57,7 +57,7 @@ const main = await build({
     loader: 'js',
   },
   format: 'esm',
-  outfile: join(out, 'lib/mkinitrd-pkg.mjs'),
+  outfile: join(out, 'dist/mkinitrd-pkg.mjs'),
   banner: { js: banner },
   // Resolved at run time from OUT_DIR/node_modules (see the header).
   external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
@@ -93,13 +93,13 @@ const bundled = await thirdParty(main.metafile);
 const bundledPretty = await thirdParty(pretty.metafile);
 await writeFile(
   join(out, 'THIRD-PARTY.json'),
-  JSON.stringify({ 'lib/mkinitrd-pkg.mjs': bundled, 'node_modules/pino-pretty/index.js': bundledPretty }, null, 2) + '\n',
+  JSON.stringify({ 'dist/mkinitrd-pkg.mjs': bundled, 'node_modules/pino-pretty/index.js': bundledPretty }, null, 2) + '\n',
 );
 
 await mkdir(join(out, 'bin'));
 await writeFile(
   join(out, 'bin/run.js'),
-  "#!/usr/bin/env node\nimport { main } from '../lib/mkinitrd-pkg.mjs';\n\nprocess.exitCode = await main(process.argv.slice(2), import.meta.url);\n",
+  "#!/usr/bin/env node\nimport { main } from '../dist/mkinitrd-pkg.mjs';\n\nprocess.exitCode = await main(process.argv.slice(2), import.meta.url);\n",
 );
 await chmod(join(out, 'bin/run.js'), 0o755);
 
@@ -121,8 +121,8 @@ const pkg = {
   engines: rootPkg.engines,
   os: ['linux'],
   bin: { 'mkinitrd-pkg': './bin/run.js' },
-  files: ['bin', 'lib', 'presets', 'sysext', 'kernel-install', 'THIRD-PARTY.json'],
-  oclif: { ...cliPkg.oclif, commands: { ...cliPkg.oclif.commands, target: './lib/mkinitrd-pkg.mjs' } },
+  files: ['bin', 'dist', 'presets', 'sysext', 'kernel-install', 'THIRD-PARTY.json'],
+  oclif: { ...cliPkg.oclif, commands: { ...cliPkg.oclif.commands, target: './dist/mkinitrd-pkg.mjs' } },
   // Bundled (shipped inside the tarball, not fetched): pino-pretty, already one file.
   dependencies: { 'pino-pretty': prettyPkg.version },
   bundleDependencies: ['pino-pretty'],

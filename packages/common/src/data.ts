@@ -7,7 +7,7 @@
  * "This installation" is found by walking up from this module's file to the first
  * directory that holds `presets/`: the repository root of a checkout
  * (packages/common/dist/data.js → ../../..), the root of the npm package or the bundle in
- * /usr/lib/mkinitrd-pkg (lib/mkinitrd-pkg.mjs → ..). A bundled copy has no fixed offset
+ * /usr/lib/mkinitrd-pkg (dist/mkinitrd-pkg.mjs → ..). A bundled copy has no fixed offset
  * from the source tree, so the walk, not a relative URL, is what works in all three.
  */
 import { statSync } from 'node:fs';
