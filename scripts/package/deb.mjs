@@ -13,7 +13,7 @@
 //   /usr/bin/mkinitrd-pkg           → ../lib/mkinitrd-pkg/bin/run.js
 //   /usr/lib/kernel/install.d/50-mkinitrd-pkg.install   the plugin, set to /usr/bin/mkinitrd-pkg
 //   /etc/kernel/postinst.d/mkinitrd-pkg, /etc/kernel/postrm.d/mkinitrd-pkg   (conffiles)
-//   /etc/kernel/install.d/85-initrd.install → /dev/null (see below)
+//   /etc/kernel/install.d/{55,85}-initrd.install → /dev/null (see below)
 //   /etc/mkinitrd-pkg/mkinitrd-pkg.conf                 (conffile)
 //   /var/lib/mkinitrd-pkg/ (manifests), /usr/share/doc, /usr/share/man
 import { execFileSync } from 'node:child_process';
@@ -78,10 +78,11 @@ await put('usr/lib/kernel/install.d/50-mkinitrd-pkg.install', plugin, 0o755);
 await put('etc/kernel/postinst.d/mkinitrd-pkg', await debianFile('kernel-postinst.d'), 0o755);
 await put('etc/kernel/postrm.d/mkinitrd-pkg', await debianFile('kernel-postrm.d'), 0o755);
 await put('etc/mkinitrd-pkg/mkinitrd-pkg.conf', await debianFile('mkinitrd-pkg.conf'));
-// systemd's Debian-only 85-initrd.install copies /boot/initrd.img-KVER into every boot
-// entry as a further initrd; our plugin already builds the entry's initrd, so it is
-// masked (kernel-install(8): a /dev/null symlink in /etc/kernel/install.d) for as long
-// as this package is installed.
+// systemd's Debian-only 55-initrd.install (85-initrd.install before trixie) links
+// /boot/initrd.img-KVER into every boot entry as a further initrd; our plugin already
+// builds the entry's initrd, so both names are masked (kernel-install(8): a /dev/null
+// symlink in /etc/kernel/install.d) for as long as this package is installed.
+await link('etc/kernel/install.d/55-initrd.install', '/dev/null');
 await link('etc/kernel/install.d/85-initrd.install', '/dev/null');
 await mkdir(at('var/lib/mkinitrd-pkg'), { recursive: true });
 

@@ -1,14 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, readFile, readlink, realpath, rename, rm, symlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { Flags } from '@oclif/core';
 import { UserError, dataSearchPath, findDataFile, shellQuote, withAtomicOutput } from '@mkinitrd-pkg/common';
 import { BaseCommand } from '../base.js';
 
 export const PLUGIN_NAME = '50-mkinitrd-pkg.install';
 export const DEFAULT_PLUGIN_DIR = '/etc/kernel/install.d';
-/** Debian's plugin that stages /boot/initrd.img-KVER (initramfs-tools' image) as an initrd. */
+/** Debian's plugin that stages /boot/initrd.img-KVER (initramfs-tools' image) as an initrd (systemd 252, bookworm). */
 export const DISTRO_INITRD_PLUGIN = '85-initrd.install';
+/** Its names: 55-initrd.install since systemd 257 (trixie). */
+export const DISTRO_INITRD_PLUGINS = ['55-initrd.install', DISTRO_INITRD_PLUGIN];
 const DISTRO_PLUGIN_DIR = '/usr/lib/kernel/install.d';
 
 /**
@@ -92,14 +94,24 @@ export default class InstallPlugin extends BaseCommand {
     process.stdout.write(
       'it builds the initrd when kernel-install uses layout=bls (or install.conf initrd_generator=mkinitrd-pkg)\n',
     );
-    const mask = resolve(flags.dest, DISTRO_INITRD_PLUGIN);
+    // Mask the names this system's systemd ships (85 when it ships neither: the flag's name).
+    const present: string[] = [];
+    for (const name of DISTRO_INITRD_PLUGINS) {
+      if (await lstat(join(DISTRO_PLUGIN_DIR, name)).catch(() => undefined)) present.push(name);
+    }
     if (flags['mask-85-initrd']) {
-      process.stdout.write(`${await maskPlugin(mask)}\n`);
-    } else if (!(await lstat(mask).catch(() => undefined)) && (await lstat(join(DISTRO_PLUGIN_DIR, DISTRO_INITRD_PLUGIN)).catch(() => undefined))) {
-      process.stdout.write(
-        `note: ${join(DISTRO_PLUGIN_DIR, DISTRO_INITRD_PLUGIN)} adds /boot/initrd.img-KVER (initramfs-tools) to each entry as a second initrd;\n` +
-          `      mask it with --mask-85-initrd (ln -s /dev/null ${mask})\n`,
-      );
+      for (const name of present.length ? present : [DISTRO_INITRD_PLUGIN]) {
+        process.stdout.write(`${await maskPlugin(resolve(flags.dest, name))}\n`);
+      }
+    } else {
+      for (const name of present) {
+        const mask = resolve(flags.dest, name);
+        if (await lstat(mask).catch(() => undefined)) continue;
+        process.stdout.write(
+          `note: ${join(DISTRO_PLUGIN_DIR, name)} adds /boot/initrd.img-KVER (initramfs-tools) to each entry as a second initrd;\n` +
+            `      mask it with --mask-85-initrd (ln -s /dev/null ${mask})\n`,
+        );
+      }
     }
   }
 }
@@ -113,10 +125,10 @@ async function maskPlugin(path: string): Promise<string> {
   if (st) {
     if (st.isSymbolicLink() && (await readlink(path)) === '/dev/null') return `${path} is already masked (-> /dev/null)`;
     throw new UserError('IO', `${path} exists and is not a /dev/null symlink; not replacing it`, {
-      hint: `remove it yourself if it is a copy of ${DISTRO_INITRD_PLUGIN} you no longer want`,
+      hint: `remove it yourself if it is a copy of ${basename(path)} you no longer want`,
     });
   }
-  const temp = resolve(path, '..', `.${DISTRO_INITRD_PLUGIN}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = resolve(path, '..', `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   await symlink('/dev/null', temp);
   try {
     await rename(temp, path);
