@@ -15,6 +15,8 @@ import { hostKernel } from '../scripts/lib/qemu.mjs';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const TEST_CACHE = process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-test-cache';
+/** test/sysext.test.ts's cache: its base installroot is reused. */
+const SYSEXT_CACHE = process.env.MKINITRD_PKG_SYSEXT_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-sysext-test-cache';
 const kernel = await hostKernel();
 const isRoot = process.getuid?.() === 0;
 
@@ -51,7 +53,7 @@ describe('npm package: npm pack + npm install -g into a clean prefix', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^mkinitrd-pkg\/\d+\.\d+\.\d+ /);
     // Nothing of the checkout inside: one bundled module, data beside it.
-    expect((await readdir(join(installed, 'dist'))).sort()).toEqual(['mkinitrd-pkg.mjs']);
+    expect((await readdir(join(installed, 'dist'))).sort()).toEqual(['install-worker.js', 'mkinitrd-pkg.mjs']);
     expect(await readFile(join(installed, 'dist/mkinitrd-pkg.mjs'), 'utf8')).not.toContain(REPO);
   });
 
@@ -107,5 +109,14 @@ describe('npm package: npm pack + npm install -g into a clean prefix', () => {
     const inspect = await cli(['inspect', output]);
     expect(inspect.exitCode, inspect.stderr).toBe(0);
     expect(inspect.stdout).toMatch(/ etc\/initrd-release$/m);
+  }, 600_000);
+
+  it.skipIf(!isRoot)('builds a sysext with the installed copy (its install worker is bundled beside the CLI)', async () => {
+    const output = join(work, 'lvm.raw');
+    const r = await cli(['sysext', 'build', '--definition', 'lvm', '--preset', 'debian', '--output', output, '--cache-dir', SYSEXT_CACHE, '--source-date-epoch', '1700000000', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await stat(output)).size).toBeGreaterThan(1 << 20);
+    const result = JSON.parse(r.stdout);
+    expect(JSON.stringify(result)).toMatch(/lvm2/);
   }, 600_000);
 });

@@ -8,6 +8,7 @@
 //   package.json        name mkinitrd-pkg; oclif reads its commands from dist/ (explicit strategy)
 //   bin/run.js          the executable
 //   dist/mkinitrd-pkg.mjs  every workspace package and npm dependency in one ES module
+//   dist/install-worker.js  sysext's install worker (its own process), bundled likewise
 //   node_modules/pino-pretty/  bundled on its own: loaded with require() only on a TTY
 //   presets/ sysext/ kernel-install/   the data (common/src/data.ts finds it beside dist/)
 //   THIRD-PARTY.json    the npm packages inside the bundle, with versions and licenses
@@ -63,6 +64,18 @@ const main = await build({
   external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
 });
 
+// sysext's package-install worker runs as its own process (packages/sysext/src/layer.ts
+// starts `node install-worker.js` beside the module that imports it): bundled on its own,
+// next to the main module.
+const worker = await build({
+  ...common,
+  entryPoints: [join(ROOT, 'packages/sysext/dist/install-worker.js')],
+  format: 'esm',
+  outfile: join(out, 'dist/install-worker.js'),
+  banner: { js: banner },
+  external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
+});
+
 const pretty = await build({
   ...common,
   entryPoints: [join(ROOT, 'node_modules/pino-pretty', prettyPkg.main ?? 'index.js')],
@@ -90,10 +103,11 @@ async function thirdParty(metafile) {
   );
 }
 const bundled = await thirdParty(main.metafile);
+const bundledWorker = await thirdParty(worker.metafile);
 const bundledPretty = await thirdParty(pretty.metafile);
 await writeFile(
   join(out, 'THIRD-PARTY.json'),
-  JSON.stringify({ 'dist/mkinitrd-pkg.mjs': bundled, 'node_modules/pino-pretty/index.js': bundledPretty }, null, 2) + '\n',
+  JSON.stringify({ 'dist/mkinitrd-pkg.mjs': bundled, 'dist/install-worker.js': bundledWorker, 'node_modules/pino-pretty/index.js': bundledPretty }, null, 2) + '\n',
 );
 
 await mkdir(join(out, 'bin'));
