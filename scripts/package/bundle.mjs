@@ -48,33 +48,34 @@ const common = {
   absWorkingDir: ROOT,
 };
 
+/** An ES module of ours, every dependency inside but those resolved at run time from OUT_DIR/node_modules. */
+const esm = (source, outfile) =>
+  build({
+    ...common,
+    ...source,
+    format: 'esm',
+    outfile: join(out, outfile),
+    banner: { js: banner },
+    external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
+  });
+
 // The entry: what bin/run.js calls (main) and what oclif imports for its command table.
-const main = await build({
-  ...common,
-  stdin: {
-    contents: "export { main } from './packages/cli/dist/main.js';\nexport { COMMANDS } from './packages/cli/dist/commands/index.js';\n",
-    resolveDir: ROOT,
-    sourcefile: 'mkinitrd-pkg-entry.js',
-    loader: 'js',
+const main = await esm(
+  {
+    stdin: {
+      contents: "export { main } from './packages/cli/dist/main.js';\nexport { COMMANDS } from './packages/cli/dist/commands/index.js';\n",
+      resolveDir: ROOT,
+      sourcefile: 'mkinitrd-pkg-entry.js',
+      loader: 'js',
+    },
   },
-  format: 'esm',
-  outfile: join(out, 'dist/mkinitrd-pkg.mjs'),
-  banner: { js: banner },
-  // Resolved at run time from OUT_DIR/node_modules (see the header).
-  external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
-});
+  'dist/mkinitrd-pkg.mjs',
+);
 
 // sysext's package-install worker runs as its own process (packages/sysext/src/layer.ts
 // starts `node install-worker.js` beside the module that imports it): bundled on its own,
 // next to the main module.
-const worker = await build({
-  ...common,
-  entryPoints: [join(ROOT, 'packages/sysext/dist/install-worker.js')],
-  format: 'esm',
-  outfile: join(out, 'dist/install-worker.js'),
-  banner: { js: banner },
-  external: ['pino-pretty', '@mongodb-js/zstd', '@mongodb-js/zstd/*'],
-});
+const worker = await esm({ entryPoints: [join(ROOT, 'packages/sysext/dist/install-worker.js')] }, 'dist/install-worker.js');
 
 const pretty = await build({
   ...common,
