@@ -25,7 +25,13 @@ import { bootQemu, makeTestRoot, ROOT_MARKER, type BootSession } from '../script
  */
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const TEST_CACHE = process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-test-cache';
+/**
+ * The root's mkinitrd-pkg cache, kept between runs under /var/tmp (flock-protected like
+ * every cache). Its own, not the shared test cache: the hooks run the packaged code, and a
+ * cache entry written by another checkout's code at the same time must not be what they
+ * read (seen: a keyring removed under a running build).
+ */
+const ROOT_CACHE = join(DEB_TEST_DIR, 'cache');
 const ARCHIVES = join(DEB_TEST_DIR, 'archives');
 const MACHINE_ID = '6d6b696e69747264706b677465737432';
 const UUID = '3d0c7a52-9b1e-4f7d-a1c3-5e8f2b6d4a90';
@@ -53,7 +59,7 @@ const sessions: BootSession[] = [];
 /** In the root, with the host's apt archive cache and mkinitrd-pkg test cache mounted. */
 const chroot = (command: string[], reject = true) =>
   inChroot(root, command, {
-    binds: { [ARCHIVES]: '/var/cache/apt/archives', [TEST_CACHE]: '/var/tmp/host-mkinitrd-pkg-cache' },
+    binds: { [ARCHIVES]: '/var/cache/apt/archives', [ROOT_CACHE]: '/var/tmp/host-mkinitrd-pkg-cache' },
     // Passed by apt → dpkg → the kernel's postinst → run-parts → our hook → the plugin.
     env: { MKINITRD_PKG_CACHE_DIR: '/var/tmp/host-mkinitrd-pkg-cache' },
     reject,
@@ -78,7 +84,7 @@ describe.skipIf(!canRun)('Debian package in a fresh Debian 13 root', () => {
     const tarball = await baseRootTarball({ suite: 'trixie', variant: 'apt' });
     root = join(work, 'root');
     await unpackRoot(tarball, root);
-    await execa('mkdir', ['-p', ARCHIVES, TEST_CACHE]);
+    await execa('mkdir', ['-p', ARCHIVES, ROOT_CACHE]);
     await apt('update');
     before = await snapshot();
   }, 900_000);
