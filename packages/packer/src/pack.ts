@@ -453,9 +453,18 @@ async function gzipStream(fd: number, tree: ScanResult, chunk: Chunk, level: num
   const zlib = await import('node:zlib');
   const gz = zlib.createGzip({ level, chunkSize: STREAM_BUFFER });
   const finished = new Promise<void>((resolve, reject) => {
-    gz.on('data', (d: Buffer) => writeAll(fd, d));
+    gz.on('data', (d: Buffer) => {
+      // A write error (a full disk) thrown from an event handler would be uncaught:
+      // hand it to the stream, which rejects `finished` and the pending writes.
+      try {
+        writeAll(fd, d);
+      } catch (error) {
+        gz.destroy(error as Error);
+      }
+    });
     gz.once('end', resolve);
-    gz.once('error', reject);
+    // `on`, not `once`: a write after a failure emits a second error, which must not be uncaught.
+    gz.on('error', reject);
   });
   finished.catch(() => undefined);
   const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
@@ -463,12 +472,14 @@ async function gzipStream(fd: number, tree: ScanResult, chunk: Chunk, level: num
   const pending: (Promise<void> | undefined)[] = [undefined, undefined];
   try {
     for (let k = 0; !filler.done; k ^= 1) {
-      if (pending[k]) await pending[k];
+      if (pending[k]) await Promise.race([pending[k], finished]);
+      if (gz.destroyed) await finished;
       const buf = buffers[k]!;
       const n = filler.fill(buf, 0);
       pending[k] = new Promise<void>((resolve, reject) => gz.write(buf.subarray(0, n), (e) => (e ? reject(e) : resolve())));
+      pending[k]!.catch(() => undefined); // awaited below, or superseded by `finished`'s error
     }
-    await Promise.all(pending);
+    await Promise.race([Promise.all(pending), finished]);
     gz.end();
     await finished;
   } catch (error) {
