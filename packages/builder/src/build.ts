@@ -9,7 +9,8 @@ import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { makeInitrdRoot } from './initrd.js';
+import { applyEmergencyShell, makeInitrdRoot } from './initrd.js';
+import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
@@ -34,6 +35,8 @@ export interface BuildOptions {
   allKernels?: boolean;
   /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
   parallelKernels?: number;
+  /** sysext images (*.raw) to deliver with a UKI (placed in NAME.efi.extra.d/). */
+  extensions?: string[];
 }
 
 export interface ImageResult {
@@ -45,6 +48,13 @@ export interface ImageResult {
   modules: string[];
   firmware: string[];
   modulesSource: string;
+  format: 'cpio' | 'uki';
+  /** UKI: signed for Secure Boot. */
+  signed: boolean;
+  /** UKI: extensions placed beside it. */
+  extensions: string[];
+  /** What the initrd's emergency shell does (EmergencyShell=, resolved). */
+  emergencyShell: string;
 }
 
 export interface PhaseTiming {
@@ -109,10 +119,18 @@ interface KernelSource {
  * cached by the exact package files. With fresh repository metadata the lookup of which
  * files those are is cached too (by package name and metadata digest): no network.
  */
-async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
-  if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
+async function stagePackage(
+  resolver: Resolver,
+  config: ImageConfig,
+  cacheDir: string,
+  metadataDigest: string | undefined,
+  packageName: string,
+  include: (name: string) => boolean,
+  logger: Logger,
+): Promise<string> {
+  if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packageName} is not supported with ${resolver.packageManager} yet`);
   const indexPath = metadataDigest
-    ? join(cacheDir, 'kernels', 'index', digestOf([config.kernelPackage, config.architecture, metadataDigest]))
+    ? join(cacheDir, 'kernels', 'index', digestOf([packageName, config.architecture, metadataDigest]))
     : undefined;
   if (indexPath) {
     const dir = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
@@ -122,9 +140,9 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
   let stagedDir = '';
   await resolver.unpack({
     config,
-    packages: [config.kernelPackage!],
+    packages: [packageName],
     cacheDir,
-    include: (name) => KERNEL_PACKAGE_NAMES.test(name),
+    include,
     logger,
     target: async (files) => {
       stagedDir = dirFor(files);
@@ -141,6 +159,18 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
   return stagedDir;
 }
 
+/**
+ * The kernel image of the kernel the modules came from: Debian installs it as
+ * /boot/vmlinuz-KVER, Fedora as /usr/lib/modules/KVER/vmlinuz.
+ */
+async function findKernelImage(kernel: KernelSource): Promise<string> {
+  const candidates = [join(kernel.sourceRoot, 'boot', `vmlinuz-${kernel.kernelVersion}`), join(kernel.sourceRoot, 'usr/lib/modules', kernel.kernelVersion, 'vmlinuz')];
+  for (const c of candidates) if (await pathExists(c)) return c;
+  throw new UserError('KERNEL_NOT_FOUND', `no kernel image for ${kernel.kernelVersion} (looked for ${candidates.join(', ')})`, {
+    hint: 'a UKI needs the kernel itself: set KernelPackage= or install the kernel',
+  });
+}
+
 function digestOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
@@ -150,7 +180,7 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
   let staged: string | undefined;
   let stagedVersions: string[] = [];
   if (config.kernelPackage) {
-    staged = await stageKernelPackage(resolver, config, cacheDir, metadataDigest, logger);
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, config.kernelPackage, (name) => KERNEL_PACKAGE_NAMES.test(name), logger);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -180,9 +210,10 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
 
 export function outputPathFor(config: ImageConfig, kernelVersion: string, kernelCount: number): string {
   const output = config.output;
-  if (!output) return resolve(`initrd-${config.preset}-${kernelVersion}.img`);
+  const name = config.format === 'uki' ? `${config.preset}-${kernelVersion}.efi` : `initrd-${config.preset}-${kernelVersion}.img`;
+  if (!output) return resolve(name);
   if (output.includes('{kver}')) return resolve(output.replaceAll('{kver}', kernelVersion));
-  if (output.endsWith('/')) return resolve(output, `initrd-${config.preset}-${kernelVersion}.img`);
+  if (output.endsWith('/')) return resolve(output, name);
   if (kernelCount > 1) {
     throw new UserError('USAGE', `--output ${output} names one file but ${kernelCount} kernels are built`, {
       hint: 'put {kver} in the output name, or end it with / to name a directory',
@@ -270,6 +301,25 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       if (!(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
     }
 
+    // The stub comes from the distribution's package, like the kernel: never from the host.
+    let stub: string | undefined;
+    if (config.format === 'uki') {
+      if (!config.ukiStubPackage) {
+        throw new UserError('CONFIG', 'Format=uki needs UkiStubPackage= (the package holding systemd-stub)', { hint: 'Debian: UkiStubPackage=systemd-boot-efi' });
+      }
+      const stubPackage = config.ukiStubPackage;
+      progress.update(`unpacking ${stubPackage}`);
+      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, stubPackage, (name) => name === stubPackage, logger));
+      stub = join(stubRoot, STUB_PATH);
+      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
+    } else if (options.extensions?.length) {
+      throw new UserError('USAGE', '--extension needs --format uki here', { hint: 'extensions are placed beside a UKI (NAME.efi.extra.d/)' });
+    }
+    const signed = Boolean(config.secureBootKey && config.secureBootCertificate);
+    // A signed image protects the boot chain; an unauthenticated root shell on its console
+    // would undo that, so the default there is no shell (README "Secure Boot").
+    const emergencyShell = config.emergencyShell ?? (signed ? 'no' : 'yes');
+
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
 
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
@@ -279,25 +329,49 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           // A cached root is shared: each image gets a hard-linked copy to add modules to
           // (nothing rewrites a file in place, and the cache is verified before every use).
           const ownRoot = !prepared.shared && kernels.length === 1;
+          const output = outputs[i]!;
           const imageRoot = ownRoot ? prepared.root : join(workDir, `root-${kernel.kernelVersion}`);
           if (!ownRoot) await run('cp', [prepared.shared ? '-al' : '-a', prepared.root, imageRoot]);
           progress.update(`kernel modules for ${kernel.kernelVersion}`);
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
-          const output = outputs[i]!;
+          await applyEmergencyShell(imageRoot, emergencyShell, config.emergencyShellPassword);
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
+          const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
           await phases.time(`pack ${kernel.kernelVersion}`, () =>
             packTree({
               source: imageRoot,
-              output,
+              output: initrdPath,
               compression: config.compression,
               ...(level !== undefined && { level }),
               sourceDateEpoch: prepared.sourceDateEpoch,
               owner: 'root',
             }),
           );
+          let extensions: string[] = [];
+          if (stub) {
+            const kernelImage = await findKernelImage(kernel);
+            const ukiWork = join(workDir, `uki-${kernel.kernelVersion}`);
+            await mkdir(ukiWork);
+            progress.update(`assembling ${basename(output)}`);
+            await phases.time(`uki ${kernel.kernelVersion}`, async () => {
+              await writeUki({
+                stub: stub!,
+                kernel: kernelImage,
+                initrd: initrdPath,
+                osRelease: await readFile(join(imageRoot, 'etc/initrd-release'), 'utf8'),
+                kernelVersion: kernel.kernelVersion,
+                cmdline: config.kernelCommandLine,
+                output,
+                workDir: ukiWork,
+                sourceDateEpoch: prepared.sourceDateEpoch,
+                sign: signed ? { key: config.secureBootKey!, cert: config.secureBootCertificate! } : undefined,
+              });
+              extensions = await placeUkiExtensions(output, options.extensions ?? []);
+            });
+          }
           const sha256 = await sha256File(output);
           const bytes = (await stat(output)).size;
           const manifestPath =
@@ -312,6 +386,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               release: config.release,
               architecture: config.architecture,
               compression: config.compression,
+              format: config.format,
+              signed: stub ? signed : false,
+              ...(stub && { kernelCommandLine: config.kernelCommandLine ?? '', stubPackage: config.ukiStubPackage, extensions: extensions.map((e) => basename(e)) }),
+              emergencyShell,
               kernelVersion: kernel.kernelVersion,
               modulesSource: kernel.description,
               sourceDateEpoch: prepared.sourceDateEpoch,
@@ -332,6 +410,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             modules: modules.modules,
             firmware: modules.firmware,
             modulesSource: kernel.description,
+            format: config.format,
+            signed: stub ? signed : false,
+            extensions,
+            emergencyShell,
           };
         }),
       ),

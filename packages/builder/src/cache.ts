@@ -6,8 +6,8 @@ import type { Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
-/** Bump when what a cached root contains (or how it is made) changes. */
-export const ROOT_CACHE_FORMAT = 3;
+/** Bump when what a cached root contains (or how it is made) changes (4: the emergency shell drop-ins moved out of the cached root: they are per image). */
+export const ROOT_CACHE_FORMAT = 4;
 
 export interface RootCacheMeta {
   format: number;

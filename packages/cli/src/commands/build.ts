@@ -19,6 +19,7 @@ export default class Build extends BaseCommand {
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
+    extension: Flags.string({ description: 'a sysext image (X.raw) to deliver with the UKI, in NAME.efi.extra.d/ (repeatable)', multiple: true }),
   };
 
   async run(): Promise<void> {
@@ -33,6 +34,7 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
+      ...(flags.extension && { extensions: flags.extension }),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
@@ -43,7 +45,9 @@ export default class Build extends BaseCommand {
 export function renderSummary(result: BuildResult): string {
   const lines: string[] = [];
   for (const image of result.images) {
-    lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
+    const kind = image.format === 'uki' ? `UKI${image.signed ? ', signed' : ''}, initrd ${result.compression}` : result.compression;
+    lines.push(`${image.path}: ${formatBytes(image.bytes)} (${kind}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
+    for (const ext of image.extensions) lines.push(`  extension ${ext}`);
     lines.push(`  sha256 ${image.sha256}`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
