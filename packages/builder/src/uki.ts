@@ -1,6 +1,8 @@
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { UserError, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
+import { UserError, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
+import { formatInspect, inspectImage, type InspectOptions, type InspectResult } from '@mkinitrd-pkg/packer';
 import { normalizePeTimestamp, readPeHeaders, sectionData, type PeSection } from './pe.js';
 
 /**
@@ -159,3 +161,58 @@ export async function readUki(path: string): Promise<UkiInfo> {
   };
 }
 
+
+export interface UkiInspectResult {
+  path: string;
+  size: number;
+  kernelVersion: string | undefined;
+  cmdline: string | undefined;
+  osRelease: Record<string, string>;
+  signed: boolean;
+  sections: Array<{ name: string; virtualAddress: number; bytes: number }>;
+  /** The .initrd section, as `inspect` shows a plain image. */
+  initrd: InspectResult | undefined;
+}
+
+/** `inspect` for a UKI: its sections and metadata, then the packer's inspect of .initrd. */
+export async function inspectUki(path: string, options: InspectOptions = {}): Promise<UkiInspectResult> {
+  const info = await readUki(path);
+  let initrd: InspectResult | undefined;
+  if (info.initrd) {
+    const dir = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-uki-'));
+    try {
+      await writeFile(join(dir, 'initrd'), info.initrd, { mode: 0o600 });
+      initrd = { ...(await inspectImage(join(dir, 'initrd'), options)), path: `${path}:.initrd` };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const osRelease: Record<string, string> = {};
+  for (const line of (info.osRelease ?? '').split('\n')) {
+    const m = /^([A-Z_0-9]+)=(.*)$/.exec(line.trim());
+    if (m) osRelease[m[1]!] = m[2]!.replace(/^"(.*)"$/, '$1');
+  }
+  return {
+    path,
+    size: (await readFile(path)).length,
+    kernelVersion: info.kernelVersion,
+    cmdline: info.cmdline,
+    osRelease,
+    signed: info.signed,
+    sections: info.sections.map((s) => ({ name: s.name, virtualAddress: s.virtualAddress, bytes: s.bytes })),
+    initrd,
+  };
+}
+
+export function formatUkiInspect(result: UkiInspectResult): string {
+  const lines = [
+    `UKI: ${result.path}: ${formatBytes(result.size)}, ${result.signed ? 'signed (Authenticode)' : 'not signed'}`,
+    `  kernel:  ${result.kernelVersion ?? '(no .uname)'}`,
+    `  cmdline: ${result.cmdline ?? '(no .cmdline)'}`,
+    `  os:      ${result.osRelease.PRETTY_NAME ?? result.osRelease.NAME ?? '(no .osrel)'}${result.osRelease.VARIANT ? ` — ${result.osRelease.VARIANT}` : ''}`,
+    '  sections:',
+    ...result.sections.map((s) => `    ${s.name.padEnd(9)} 0x${s.virtualAddress.toString(16).padStart(8, '0')} ${formatBytes(s.bytes).padStart(10)}`),
+    '',
+  ];
+  return lines.join('\n') + (result.initrd ? formatInspect(result.initrd) : 'no .initrd section\n');
+}
