@@ -37,6 +37,8 @@ export interface BuildOptions {
   parallelKernels?: number;
   /** sysext images (*.raw) to deliver with a UKI (placed in NAME.efi.extra.d/). */
   extensions?: string[];
+  /** The kernel for a UKI (kernel-install's KERNEL_IMAGE) instead of the one beside the modules. */
+  kernelImage?: string;
 }
 
 export interface ImageResult {
@@ -296,6 +298,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
 
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
+    if (options.kernelImage && kernels.length !== 1) throw new UserError('USAGE', '--kernel-image names one kernel, but several are built', { hint: 'pass one --kernel-version' });
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     for (const out of outputs) {
       if (!(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
@@ -352,7 +355,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           );
           let extensions: string[] = [];
           if (stub) {
-            const kernelImage = await findKernelImage(kernel);
+            const kernelImage = options.kernelImage ? resolve(options.kernelImage) : await findKernelImage(kernel);
+            if (!(await pathExists(kernelImage))) throw new UserError('KERNEL_NOT_FOUND', `kernel image not found: ${kernelImage}`);
             const ukiWork = join(workDir, `uki-${kernel.kernelVersion}`);
             await mkdir(ukiWork);
             progress.update(`assembling ${basename(output)}`);

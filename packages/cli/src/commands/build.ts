@@ -19,6 +19,7 @@ export default class Build extends BaseCommand {
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
+    'kernel-image': Flags.string({ description: "the kernel put into the UKI (default: the kernel package's, or /boot/vmlinuz-KVER)" }),
     extension: Flags.string({ description: 'a sysext image (X.raw) to deliver with the UKI, in NAME.efi.extra.d/ (repeatable)', multiple: true }),
   };
 
@@ -35,6 +36,7 @@ export default class Build extends BaseCommand {
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
       ...(flags.extension && { extensions: flags.extension }),
+      ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
