@@ -6,15 +6,18 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '@mkinitrd-pkg/common';
 import { mkinitrdPkg, expectOneLineError } from './lib/cli.js';
+import { runInToolsRoot, toolsRoot } from './lib/tools-root.js';
 import { OVMF, ROOT_MARKER, bootQemu, bootQemuUefi, makeEsp, makeTestRoot, type BootSession } from '../scripts/lib/qemu.mjs';
 
 /**
  * Issue 13, proven by the firmware and kernel that consume the output: a UKI built from
  * the preset's packages (systemd-stub from systemd-boot-efi, the kernel package's kernel,
- * our initrd) is reproducible, inspectable, signed for Secure Boot, booted by OVMF with
- * Secure Boot enforced, and refused unsigned or signed by a key the firmware does not
- * trust. The emergency shell policy is booted for `no` (the signed default) and
- * `password` (`yes` is booted by debian-boot.test.ts).
+ * our initrd) is reproducible, inspectable and signed for Secure Boot. OVMF's Secure Boot
+ * firmware, with a variable store in which the project's own key is enrolled as PK, KEK
+ * and db (virt-fw-vars, from Debian 13's python3-virt-firmware in a tools root), boots the
+ * UKI signed with that key and refuses it unsigned or signed by another key (Debian's
+ * snakeoil test key). The emergency shell policy is booted for `no` (the signed default)
+ * and `password` (`yes` is booted by debian-boot.test.ts).
  */
 const TEST_CACHE = process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-test-cache';
 const EPOCH = '1700000000';
@@ -31,6 +34,7 @@ let ownSigned: string;
 let ownKey: string;
 let ownCert: string;
 let rootImage: string;
+let ownVars: string;
 const sessions: BootSession[] = [];
 const sha256 = async (path: string) => createHash('sha256').update(await readFile(path)).digest('hex');
 
@@ -68,6 +72,23 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
     await build(snakeoilSigned, ['--sign-key', snakeoilKey, '--sign-cert', OVMF.snakeoilCert]);
     await build(ownSigned, ['--sign-key', ownKey, '--sign-cert', ownCert, '--extension', ext]);
     rootImage = await makeTestRoot({ uuid: '0c8b1d56-3f0e-4b5e-9a51-7d1c1a2b3c4d', label: ROOT_LABEL });
+
+    // Enrol the project's key: PK = KEK = db = db.crt, Secure Boot on, no Microsoft keys.
+    const tools = await toolsRoot(['python3-virt-firmware'], TEST_CACHE);
+    const work = await mkdtemp(join(tools, 'tmp', 'enrol-'));
+    await run('cp', [OVMF.vars, join(work, 'in.fd')]);
+    await run('cp', [ownCert, join(work, 'db.crt')]);
+    const inRoot = (p: string) => p.slice(tools.length);
+    const owner = '4d4b494e-4954-5244-2d50-4b472d544553';
+    const enrol = await runInToolsRoot(tools, [
+      'virt-fw-vars', '-i', inRoot(join(work, 'in.fd')), '-o', inRoot(join(work, 'out.fd')),
+      '--set-pk', owner, inRoot(join(work, 'db.crt')), '--add-kek', owner, inRoot(join(work, 'db.crt')), '--add-db', owner, inRoot(join(work, 'db.crt')),
+      '--secure-boot',
+    ]);
+    expect(enrol.stderr + enrol.stdout).toMatch(/set variable SecureBootEnable: True/);
+    ownVars = join(dir, 'own-vars.fd');
+    await run('cp', [join(work, 'out.fd'), ownVars]);
+    await run('rm', ['-rf', work]);
   }, 1_800_000);
 
   afterAll(() => {
@@ -137,13 +158,13 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
 
   const uefiBoot = async (efi: string) => {
     const esp = await makeEsp({ efi, dir: await mkdtemp(join(dir, 'esp-')) });
-    const session = await bootQemuUefi({ esp, rootImage, secure: true });
+    const session = await bootQemuUefi({ esp, rootImage, secure: true, vars: ownVars });
     sessions.push(session);
     return session;
   };
 
-  it('Secure Boot (OVMF, snakeoil PK/KEK/db): the signed UKI boots to the real root, kernel in lockdown', async () => {
-    const session = await uefiBoot(snakeoilSigned);
+  it('Secure Boot with the project key enrolled: the UKI signed with it boots to the real root, kernel in lockdown', async () => {
+    const session = await uefiBoot(ownSigned);
     try {
       const out = await session.waitFor(ROOT_MARKER, 600_000);
       expect(out).toMatch(/secureboot: Secure boot enabled/);
@@ -156,9 +177,9 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
 
   for (const [what, efi] of [
     ['unsigned', () => unsigned],
-    ['signed by a key not in db', () => ownSigned],
+    ['signed by another key (snakeoil, not in db)', () => snakeoilSigned],
   ] as const) {
-    it(`Secure Boot refuses the UKI ${what} ("Access Denied" from the firmware)`, async () => {
+    it(`Secure Boot refuses the UKI ${what}: "Access Denied" from the firmware`, async () => {
       const session = await uefiBoot(efi());
       try {
         const out = await session.waitFor(/BdsDxe: failed to load Boot\d+ .*: Access Denied/, 300_000);

@@ -6,8 +6,8 @@ import type { Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
-/** Bump when what a cached root contains (or how it is made) changes (4: the emergency shell drop-ins moved out of the cached root: they are per image). */
-export const ROOT_CACHE_FORMAT = 4;
+/** Bump when what a cached root contains (or how it is made) changes (13, issue 13's number so that concurrent branches' bumps do not share entries in one cache: the emergency shell drop-ins moved out of the cached root, they are per image). */
+export const ROOT_CACHE_FORMAT = 13;
 
 export interface RootCacheMeta {
   format: number;
@@ -136,10 +136,14 @@ export async function storeRoot(cacheDir: string, key: string, root: string, met
 const silent = { warn() {} } as unknown as Logger;
 
 /** Remove temporary cache entries left by killed builds. */
-export async function removeStaleTemporaries(cacheDir: string): Promise<void> {
+export async function removeStaleTemporaries(cacheDir: string, maxAgeMs = 3600_000): Promise<void> {
   const roots = join(cacheDir, 'roots');
   for (const name of await readdir(roots).catch(() => [] as string[])) {
-    if (name.startsWith('.') && name.endsWith('.tmp')) await rm(join(roots, name), { recursive: true, force: true });
+    if (!name.startsWith('.') || !name.endsWith('.tmp')) continue;
+    // Only old ones: a young temporary is a concurrent build's store in progress (one
+    // cache dir shared by several builds lost an entry mid-store to this cleanup).
+    const st = await stat(join(roots, name)).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > maxAgeMs) await rm(join(roots, name), { recursive: true, force: true });
   }
 }
 

@@ -1,4 +1,5 @@
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { UserError, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
@@ -106,8 +107,7 @@ export async function placeUkiExtensions(uki: string, extensions: readonly strin
     if (!(await pathExists(ext))) throw new UserError('INPUT', `extension not found: ${ext}`);
     const target = join(dir, basename(ext));
     await withAtomicOutput(target, async (out) => {
-      await out.handle.close();
-      await copyFile(ext, out.tempPath);
+      for await (const chunk of createReadStream(ext)) await out.handle.write(chunk as Buffer);
     });
     placed.push(target);
   }
