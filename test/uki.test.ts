@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,8 +91,9 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
     await run('rm', ['-rf', work]);
   }, 1_800_000);
 
-  afterAll(() => {
+  afterAll(async () => {
     for (const s of sessions) s.kill();
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('is reproducible: the same inputs give the same UKI bytes', async () => {

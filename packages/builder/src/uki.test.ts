@@ -1,8 +1,18 @@
-import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp as makeTemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { isPeImage, placeUkiExtensions } from './uki.js';
+
+const dirs: string[] = [];
+const mkdtemp = async (prefix: string) => {
+  const dir = await makeTemp(prefix);
+  dirs.push(dir);
+  return dir;
+};
+afterAll(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
 
 describe('UKI extensions and detection', () => {
   it('places extensions in NAME.efi.extra.d/ (where systemd-stub looks), leaving no temporary files', async () => {
