@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, withAtomicOutput, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, copyFileAtomically, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -408,7 +408,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
           const kernelImagePath = kernelOutputs[i];
-          if (kernelImagePath) await copyAtomically(kernelImages[i]!, kernelImagePath, 0o644);
+          if (kernelImagePath) await copyFileAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
             kernelImagePath,
             kernelVersion: kernel.kernelVersion,
@@ -524,12 +524,6 @@ async function findKernelImage(kernel: KernelSource): Promise<string> {
   const candidates = [join(kernel.sourceRoot, 'boot', `vmlinuz-${kernel.kernelVersion}`), join(kernel.sourceRoot, 'usr/lib/modules', kernel.kernelVersion, 'vmlinuz')];
   for (const candidate of candidates) if (await pathExists(candidate)) return candidate;
   throw new UserError('KERNEL_NOT_FOUND', `no kernel image for ${kernel.kernelVersion} in ${kernel.description}`, { hint: `looked for ${candidates.join(' and ')}` });
-}
-
-async function copyAtomically(source: string, path: string, mode: number): Promise<void> {
-  await withAtomicOutput(path, async (out) => {
-    for await (const chunk of createReadStream(source)) await out.handle.write(chunk as Buffer);
-  }, mode);
 }
 
 async function writeManifest(path: string, manifest: unknown): Promise<void> {

@@ -1,8 +1,7 @@
-import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { UserError, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
+import { UserError, copyFileAtomically, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
 import { formatInspect, inspectImage, type InspectOptions, type InspectResult } from '@mkinitrd-pkg/packer';
 import { normalizePeTimestamp, readPeHeaders, sectionData, type PeSection } from './pe.js';
 
@@ -106,9 +105,7 @@ export async function placeUkiExtensions(uki: string, extensions: readonly strin
     if (!ext.endsWith('.raw')) throw new UserError('USAGE', `extension ${ext} must be a .raw image`, { hint: 'systemd-stub only picks up *.raw from NAME.efi.extra.d/' });
     if (!(await pathExists(ext))) throw new UserError('INPUT', `extension not found: ${ext}`);
     const target = join(dir, basename(ext));
-    await withAtomicOutput(target, async (out) => {
-      for await (const chunk of createReadStream(ext)) await out.handle.write(chunk as Buffer);
-    });
+    await copyFileAtomically(ext, target);
     placed.push(target);
   }
   return placed;

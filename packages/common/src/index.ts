@@ -10,6 +10,7 @@ export {
   isPathInside,
   createAtomicOutput,
   withAtomicOutput,
+  copyFileAtomically,
   pathExists,
 } from './fs.js';
 export type { AtomicOutput } from './fs.js';
