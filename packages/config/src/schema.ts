@@ -307,9 +307,8 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
         }
       }
     } else {
-      // Scalars are one line: an indented continuation would smuggle a newline in
-      // (KernelCommandLine= may continue: its parser joins the words with single spaces).
-      const bad = a.value.includes('\n') && spec.field !== 'kernelCommandLine' ? `must be one line, got ${shown(a.value)}` : a.value === '' ? undefined : invalidValue(spec.field, a.value);
+      // Scalars are one line: an indented continuation would smuggle a newline in.
+      const bad = a.value.includes('\n') ? `must be one line, got ${shown(a.value)}` : a.value === '' ? undefined : invalidValue(spec.field, a.value);
       if (bad) fail(a, bad);
       const value = spec.parse ? spec.parse(a.value, a) : a.value;
       (config as unknown as Record<ScalarKey, unknown>)[spec.field as ScalarKey] = a.value === '' && OPTIONAL_SCALARS.has(spec.field) ? undefined : value;

@@ -29,7 +29,7 @@ describe('UKI and Secure Boot keys', () => {
   it('reads Format=, KernelCommandLine= (whitespace normalised) and the signing pair', async () => {
     const file = await conf(
       'uki.conf',
-      '[Output]\nFormat=uki\n[Content]\nKernelCommandLine=root=LABEL=r\n  rw  quiet\n[Validation]\nSecureBootKey=/k/db.key\nSecureBootCertificate=/k/db.crt\n',
+      '[Output]\nFormat=uki\n[Content]\nKernelCommandLine=root=LABEL=r   rw  quiet\n[Validation]\nSecureBootKey=/k/db.key\nSecureBootCertificate=/k/db.crt\n',
     );
     const c = await loadConfig({ ...opts(), configFiles: [file] });
     expect(c.format).toBe('uki');
