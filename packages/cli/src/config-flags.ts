@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { Flags } from '@oclif/core';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 
@@ -13,6 +14,11 @@ export const configFlags = {
   output: Flags.string({ char: 'o', description: 'output image path ({kver} is replaced; a trailing / names a directory)' }),
   mirror: Flags.string({ description: 'override Mirror=' }),
   'no-repository-key-check': Flags.boolean({ description: 'accept unsigned repositories (RepositoryKeyCheck=no)' }),
+  format: Flags.string({ description: 'cpio (an initrd) | uki (systemd-stub + kernel + initrd, Format=)', options: ['cpio', 'uki'] }),
+  'kernel-command-line': Flags.string({ description: "the UKI's .cmdline (KernelCommandLine=)" }),
+  'sign-key': Flags.string({ description: 'sign the UKI for Secure Boot with this PEM key (SecureBootKey=)' }),
+  'sign-cert': Flags.string({ description: 'the PEM certificate of --sign-key (SecureBootCertificate=)' }),
+  'emergency-shell': Flags.string({ description: 'yes | password | no (EmergencyShell=; default: no for a signed UKI, else yes)', options: ['yes', 'password', 'no'] }),
 };
 
 export type ConfigFlagValues = {
@@ -26,6 +32,11 @@ export type ConfigFlagValues = {
   output?: string;
   mirror?: string;
   'no-repository-key-check'?: boolean;
+  format?: string;
+  'kernel-command-line'?: string;
+  'sign-key'?: string;
+  'sign-cert'?: string;
+  'emergency-shell'?: string;
 };
 
 export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<ImageConfig> {
@@ -42,6 +53,11 @@ export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<Imag
       ...(flags.output !== undefined && { output: flags.output }),
       ...(flags.mirror !== undefined && { mirror: flags.mirror }),
       ...(flags['no-repository-key-check'] && { repositoryKeyCheck: false }),
+      ...(flags.format !== undefined && { format: flags.format }),
+      ...(flags['kernel-command-line'] !== undefined && { kernelCommandLine: flags['kernel-command-line'] }),
+      ...(flags['sign-key'] !== undefined && { secureBootKey: resolve(flags['sign-key']) }),
+      ...(flags['sign-cert'] !== undefined && { secureBootCertificate: resolve(flags['sign-cert']) }),
+      ...(flags['emergency-shell'] !== undefined && { emergencyShell: flags['emergency-shell'] }),
     },
   });
 }

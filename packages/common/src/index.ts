@@ -10,6 +10,7 @@ export {
   isPathInside,
   createAtomicOutput,
   withAtomicOutput,
+  copyFileAtomically,
   pathExists,
   checkOutputPath,
   removeStaleOutputTemporaries,
