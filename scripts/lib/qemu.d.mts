@@ -12,5 +12,6 @@ export interface BootSession {
   kill(): void;
   waitFor(pattern: RegExp | string, timeoutMs: number, from?: number): Promise<string>;
 }
-export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; append: string; memoryMb?: number }): BootSession;
+export type Drive = string | { file: string; snapshot?: boolean };
+export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; drives?: Drive[]; append: string; memoryMb?: number }): BootSession;
 export declare function enterEmergencyShell(session: BootSession, timeoutMs?: number): Promise<void>;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
@@ -9,7 +9,7 @@ import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { makeInitrdRoot } from './initrd.js';
+import { initrdTreeDigest, makeInitrdRoot } from './initrd.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
@@ -34,6 +34,11 @@ export interface BuildOptions {
   allKernels?: boolean;
   /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
   parallelKernels?: number;
+  /**
+   * Extension images every image carries, as /var/lib/extensions/NAME.raw (checked by the
+   * caller: @mkinitrd-pkg/sysext checkExtensions; see its EXTENSION_TARGETS for why there).
+   */
+  extensions?: { name: string; path: string; sha256?: string }[];
 }
 
 export interface ImageResult {
@@ -45,6 +50,8 @@ export interface ImageResult {
   modules: string[];
   firmware: string[];
   modulesSource: string;
+  /** Extension images carried (build --extension). */
+  extensions: { name: string; path: string; sha256: string }[];
 }
 
 export interface PhaseTiming {
@@ -213,6 +220,7 @@ async function installrootKey(config: ImageConfig, metadataDigest: string, expli
     keepFiles: config.keepFiles,
     prune: DEFAULT_PRUNE_RULES,
     explicitEpoch: explicitEpoch ?? null,
+    initrdTree: await initrdTreeDigest(),
   });
 }
 
@@ -285,6 +293,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
+          const extensions = await addExtensions(imageRoot, options.extensions ?? []);
           const output = outputs[i]!;
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
@@ -319,6 +328,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               modules: modules.modules,
               firmware: modules.firmware,
               missingFirmware: modules.missingFirmware,
+              extensions,
               pruned: prepared.prune,
             });
           }
@@ -332,6 +342,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             modules: modules.modules,
             firmware: modules.firmware,
             modulesSource: kernel.description,
+            extensions,
           };
         }),
       ),
@@ -355,6 +366,26 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Extensions go to var/lib/extensions: systemd-sysext reads it in the initrd with every
+ * version we ship (252, 257) and accepts unsigned images there; /.extra/sysext is the
+ * boot loader's (systemd-stub's) place and is refused for unsigned images by 257's image
+ * policy and ignored by 252. The image root is this build's own copy (never the cache's).
+ */
+async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOptions['extensions']>): Promise<{ name: string; path: string; sha256: string }[]> {
+  if (extensions.length === 0) return [];
+  const dir = join(imageRoot, 'var/lib/extensions');
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const out = [];
+  for (const ext of extensions) {
+    const dest = join(dir, `${ext.name}.raw`);
+    await rm(dest, { force: true });
+    await copyFile(ext.path, dest);
+    out.push({ name: ext.name, path: `/var/lib/extensions/${ext.name}.raw`, sha256: ext.sha256 ?? (await sha256File(dest)) });
+  }
+  return out;
 }
 
 async function prepareRoot(o: {

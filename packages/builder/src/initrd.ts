@@ -1,6 +1,52 @@
-import { mkdir, readFile, rm, symlink, writeFile, lstat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, readlink, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, pathExists } from '@mkinitrd-pkg/common';
+import { fileURLToPath } from 'node:url';
+import { UserError, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
+
+/**
+ * Files every image gets, whatever the preset (data: presets/initrd-tree/, copied into
+ * the image root with the same layout, symlinks kept): the activation of merged system
+ * extensions (usr/lib/systemd/system/mkinitrd-pkg-sysext-activate.service) and the
+ * degraded-array rule (usr/lib/udev/rules.d/65-mkinitrd-pkg-md-last-resort.rules); each
+ * file says why.
+ */
+export const INITRD_TREE_DIR = fileURLToPath(new URL('../../../presets/initrd-tree/', import.meta.url));
+
+interface TreeFile {
+  path: string;
+  content?: Buffer;
+  link?: string;
+}
+
+async function listTreeFiles(dir = INITRD_TREE_DIR, prefix = ''): Promise<TreeFile[]> {
+  const out: TreeFile[] = [];
+  for (const entry of (await readdir(join(dir, prefix), { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    const rel = join(prefix, entry.name);
+    if (entry.isDirectory()) out.push(...(await listTreeFiles(dir, rel)));
+    else if (entry.isSymbolicLink()) out.push({ path: rel, link: await readlink(join(dir, rel)) });
+    else if (entry.isFile()) out.push({ path: rel, content: await readFile(join(dir, rel)) });
+  }
+  return out;
+}
+
+/** Identity of the files installed into every image (part of the installroot cache key). */
+export async function initrdTreeDigest(): Promise<string> {
+  const hash = createHash('sha256');
+  for (const f of await listTreeFiles()) hash.update(JSON.stringify([f.path, f.link ?? null, f.content?.toString('base64') ?? null]));
+  return hash.digest('hex');
+}
+
+/** Copy presets/initrd-tree/ into the root (through no symlink of the root: parents are created as directories). */
+async function installInitrdTree(root: string): Promise<void> {
+  for (const f of await listTreeFiles()) {
+    const target = await resolveInsideRoot(root, f.path);
+    await mkdir(join(target, '..'), { recursive: true });
+    await rm(target, { force: true });
+    if (f.link !== undefined) await symlink(f.link, target);
+    else await writeFile(target, f.content!, { mode: 0o644 });
+  }
+}
 
 /**
  * Turn an installroot into an initrd root (systemd's "initrd mode"):
@@ -46,6 +92,7 @@ export async function makeInitrdRoot(root: string): Promise<void> {
     await rm(join(wants, 'systemd-sysext.service'), { force: true });
     await symlink('../systemd-sysext.service', join(wants, 'systemd-sysext.service'));
   }
+  await installInitrdTree(root);
   // Nothing in an initrd mounts from fstab; an empty one keeps generators quiet.
   await rm(join(root, 'etc/fstab'), { force: true });
   await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });

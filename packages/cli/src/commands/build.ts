@@ -18,12 +18,18 @@ export default class Build extends BaseCommand {
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
+    extension: Flags.string({
+      description: 'extension image (NAME.raw, from sysext build) the image carries as /var/lib/extensions/NAME.raw; repeatable',
+      multiple: true,
+    }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Build);
     const config = await loadConfigFromFlags(flags);
+    // Checked before the (long) build: a wrong name or scope fails in a second.
+    const extensions = flags.extension?.length ? await (await import('@mkinitrd-pkg/sysext')).checkExtensions(flags.extension) : [];
     const { buildInitrd } = await import('@mkinitrd-pkg/builder');
     const result = await buildInitrd({
       config,
@@ -33,6 +39,7 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
+      extensions: extensions.map((e) => ({ name: e.name, path: e.path })),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
@@ -45,6 +52,7 @@ export function renderSummary(result: BuildResult): string {
   for (const image of result.images) {
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
     lines.push(`  sha256 ${image.sha256}`);
+    for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
   lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);

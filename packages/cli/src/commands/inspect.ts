@@ -19,7 +19,14 @@ export default class Inspect extends BaseCommand {
     const { args, flags } = await this.parse(Inspect);
     const { inspectImage, formatInspect } = await import('@mkinitrd-pkg/packer');
     const result = await inspectImage(args.image, { entries: !flags['no-entries'] });
-    if (flags.json) this.printJson(result);
-    else process.stdout.write(formatInspect(result));
+    // Extension images the initrd carries (var/lib/extensions, /.extra/sysext …): read by
+    // the sysext package, which knows the DDI format.
+    const { listImageExtensions, formatExtension } = await import('@mkinitrd-pkg/sysext');
+    const extensions = (await listImageExtensions(args.image)).map(({ partitions: _p, release: _r, ...e }) => e);
+    if (flags.json) this.printJson({ ...result, extensions });
+    else {
+      process.stdout.write(formatInspect(result));
+      process.stdout.write(extensions.length ? extensions.map((e) => formatExtension(e) + '\n').join('') : 'extensions: none\n');
+    }
   }
 }
