@@ -88,7 +88,7 @@ Description=Make the storage test disks
 After=sysinit.target
 [Service]
 Type=oneshot
-ExecStart=/bin/sh /makeroot.sh
+ExecStart=/bin/sh -c '/bin/sh /makeroot.sh || { echo MAKEROOT-FAILED >/dev/console; systemctl poweroff --force --force; }'
 `;
 
 export function storageDisksKey() {
@@ -118,7 +118,7 @@ export async function storageDisks(helper, { log = () => {} } = {}) {
     await writeFile(join(tree, 'etc/systemd/system/makeroot.service'), SERVICE);
     await writeFile(join(tree, 'makeroot.sh'), MAKEROOT, { mode: 0o755 });
     const extra = join(temp, 'extra.cpio');
-    execFileSync('node', [CLI, 'pack', tree, '--output', extra, '--compression', 'none', '--owner', 'root', '--log-level', 'warn']);
+    execFileSync('node', [CLI, 'pack', tree, '--output', extra, '--owner', 'root', '--log-level', 'warn']);
     const initrd = join(temp, 'helper.img');
     await writeFile(initrd, Buffer.concat([await readFile(helper.initrd), await readFile(extra)]));
     const session = bootQemu({
@@ -128,10 +128,12 @@ export async function storageDisks(helper, { log = () => {} } = {}) {
       append: 'rd.systemd.unit=makeroot.target systemd.journald.forward_to_console=1',
     });
     try {
-      await session.waitFor('MAKEROOT-DONE-42', 600_000);
+      const out = await session.waitFor(/MAKEROOT-DONE-42|MAKEROOT-FAILED|Press Enter for maintenance/, 900_000);
+      if (!out.includes('MAKEROOT-DONE-42')) throw new Error(`the helper VM did not prepare the disks; console:\n${session.output().slice(-6000)}`);
       await session.exited;
     } catch (error) {
       session.kill();
+      await writeFile(join(STORAGE_CACHE, 'last-failure.log'), session.output());
       throw error;
     }
     log(`storage disks prepared in a helper VM in ${((performance.now() - session.started) / 1000).toFixed(1)} s`);

@@ -59,13 +59,22 @@ ExecStart=/bin/sh -c 'echo STORAGE-SHOW-BEGIN; systemd-sysext list --no-pager; e
   );
   await symlink('../storage-show.service', join(tree, 'etc/systemd/system/sysinit.target.wants/storage-show.service'));
   const out = join(dir, 'show.cpio');
-  await cli(['pack', tree, '--output', out, '--compression', 'none', '--owner', 'root']);
+  await cli(['pack', tree, '--output', out, '--owner', 'root']);
   return out;
 }
 
-/** Concatenate initrds, as a boot loader loading several does (the kernel unpacks each over the last). */
+/**
+ * Concatenate initrds as a boot loader loading several does: each starts 4-byte aligned
+ * (GRUB and systemd-boot align them; the kernel skips the zero padding), and the kernel
+ * unpacks each over the last.
+ */
 export async function concatInitrds(out: string, parts: string[]): Promise<string> {
-  await writeFile(out, Buffer.concat(await Promise.all(parts.map((p) => readFile(p)))));
+  const buffers: Buffer[] = [];
+  for (const p of parts) {
+    const b = await readFile(p);
+    buffers.push(b, Buffer.alloc((4 - (b.length % 4)) % 4));
+  }
+  await writeFile(out, Buffer.concat(buffers));
   return out;
 }
 

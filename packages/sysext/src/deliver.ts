@@ -51,7 +51,13 @@ export interface PackExtensionsOptions {
   extensions: readonly string[];
   output: string;
   target?: ExtensionTarget;
-  /** Default none: squashfs/erofs are compressed already; the kernel unpacks plain newc. */
+  /**
+   * Default zstd, although squashfs/erofs are compressed already: the kernel takes an
+   * uncompressed archive only at a 4-byte aligned offset of the initrd (init/initramfs.c,
+   * unpack_to_rootfs: `*buf == '0' && !(this_header & 3)`, else "invalid magic at start of
+   * compressed archive", measured), and a compressed member anywhere; so `cat base ext`
+   * boots whatever the base's size.
+   */
   compression?: Compression;
   sourceDateEpoch?: number;
   logger?: Logger;
@@ -78,7 +84,7 @@ export async function packExtensions(options: PackExtensionsOptions): Promise<Pa
     const pack = await packTree({
       source: tree,
       output,
-      compression: options.compression ?? 'none',
+      compression: options.compression ?? 'zstd',
       owner: 'root',
       mode: 0o644,
       sourceDateEpoch: options.sourceDateEpoch ?? 0,

@@ -25,7 +25,11 @@ For boot loaders that load several initrds (BLS "initrd" lines, GRUB "initrd A B
       default: 'var/lib/extensions' as const,
       description: "directory in the initrd (.extra/sysext is systemd-stub's: systemd >= 254 accepts only signed images there)",
     })(),
-    compression: Flags.option({ options: ['none', 'zstd', 'xz', 'gzip', 'lz4'] as const, default: 'none' as const, description: 'compression (the images are compressed already)' })(),
+    compression: Flags.option({
+      options: ['zstd', 'none', 'xz', 'gzip', 'lz4'] as const,
+      default: 'zstd' as const,
+      description: 'compression; zstd (default) boots even when appended at an unaligned offset, none only at a 4-byte aligned one',
+    })(),
     'source-date-epoch': Flags.integer({ description: 'mtime of the entries', env: 'SOURCE_DATE_EPOCH', min: 0 }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
   };
