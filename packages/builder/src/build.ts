@@ -9,7 +9,7 @@ import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { initrdTreeDigest, makeInitrdRoot } from './initrd.js';
+import { installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
@@ -220,7 +220,6 @@ async function installrootKey(config: ImageConfig, metadataDigest: string, expli
     keepFiles: config.keepFiles,
     prune: DEFAULT_PRUNE_RULES,
     explicitEpoch: explicitEpoch ?? null,
-    initrdTree: await initrdTreeDigest(),
   });
 }
 
@@ -293,6 +292,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
+          await installInitrdTree(imageRoot);
           const extensions = await addExtensions(imageRoot, options.extensions ?? []);
           const output = outputs[i]!;
           progress.update(`packing ${basename(output)}`);

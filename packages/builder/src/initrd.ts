@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, readlink, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,15 +29,12 @@ async function listTreeFiles(dir = INITRD_TREE_DIR, prefix = ''): Promise<TreeFi
   return out;
 }
 
-/** Identity of the files installed into every image (part of the installroot cache key). */
-export async function initrdTreeDigest(): Promise<string> {
-  const hash = createHash('sha256');
-  for (const f of await listTreeFiles()) hash.update(JSON.stringify([f.path, f.link ?? null, f.content?.toString('base64') ?? null]));
-  return hash.digest('hex');
-}
-
-/** Copy presets/initrd-tree/ into the root (through no symlink of the root: parents are created as directories). */
-async function installInitrdTree(root: string): Promise<void> {
+/**
+ * Copy presets/initrd-tree/ into an image root, through no symlink of the root (parents
+ * are created as directories). Done per image, like the kernel modules, not in the cached
+ * installroot: a change of these files never costs a package install.
+ */
+export async function installInitrdTree(root: string): Promise<void> {
   for (const f of await listTreeFiles()) {
     const target = await resolveInsideRoot(root, f.path);
     await mkdir(join(target, '..'), { recursive: true });
@@ -92,7 +88,6 @@ export async function makeInitrdRoot(root: string): Promise<void> {
     await rm(join(wants, 'systemd-sysext.service'), { force: true });
     await symlink('../systemd-sysext.service', join(wants, 'systemd-sysext.service'));
   }
-  await installInitrdTree(root);
   // Nothing in an initrd mounts from fstab; an empty one keeps generators quiet.
   await rm(join(root, 'etc/fstab'), { force: true });
   await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });
