@@ -1,11 +1,14 @@
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGpt } from '@mkinitrd-pkg/sysext';
 import { bootQemu, enterEmergencyShell, hostKernel } from '../scripts/lib/qemu.mjs';
-import { mkinitrdPkg } from './lib/cli.js';
-import { bootToRoot, buildStack, concatInitrds, copy, shown, type Stack } from './lib/storage.js';
+import { CLI, mkinitrdPkg } from './lib/cli.js';
+import { bootToRoot, buildStack, concatInitrds, copy, shown, TEST_CACHE, type Stack } from './lib/storage.js';
 
 /**
  * Issue 11: one generic base + extensions boots real storage stacks. Each case boots a
@@ -15,15 +18,25 @@ import { bootToRoot, buildStack, concatInitrds, copy, shown, type Stack } from '
  * with initramfs-tools: scripts/bench/storage.bench.mjs).
  */
 const kernel = await hostKernel();
+const PLUGIN = fileURLToPath(new URL('../scripts/kernel-install/50-mkinitrd-pkg.install', import.meta.url));
+const KERNEL_INSTALL = '/usr/bin/kernel-install';
+const LOADERENTRY = '/usr/lib/kernel/install.d/90-loaderentry.install';
+/** The plugin runs "$MKINITRD_PKG" as one executable: a wrapper around this checkout's CLI. */
+const CLI_WRAPPER = join(await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-storage-cli-')), 'mkinitrd-pkg');
+await writeFile(CLI_WRAPPER, `#!/bin/sh\nexec '${process.execPath}' '${CLI}' "$@"\n`, { mode: 0o755 });
 const times: Record<string, number> = {};
-const dirs: string[] = [];
+const dirs: string[] = [dirname(CLI_WRAPPER)];
 afterAll(async () => {
   console.log(`storage matrix, time to root (TCG): ${JSON.stringify(times)}`);
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-/** One preset's matrix; `full` = every case, else cases 1, 3 and 4. */
-function matrix(label: string, preset: string, full: boolean) {
+/**
+ * One preset's matrix; `full` = every case, else cases 1, 3 and 4. `kernel`: 'package'
+ * boots the kernel of the preset's KernelPackage= (build --kernel-output), 'host' the
+ * newest kernel in /boot (Debian 12's, which is bookworm's own).
+ */
+function matrix(label: string, preset: string, full: boolean, kernelFrom: 'package' | 'host') {
   describe.skipIf(!kernel || process.getuid?.() !== 0)(`storage stacks: ${label}`, () => {
     let s: Stack;
     const time = (name: string, seconds: number) => {
@@ -34,7 +47,12 @@ function matrix(label: string, preset: string, full: boolean) {
     beforeAll(async () => {
       const dir = await mkdtemp(join(tmpdir(), `mkinitrd-pkg-storage-${preset}-`));
       dirs.push(dir);
-      s = await buildStack({ dir, preset, kernelArgs: ['--kernel-version', kernel!.version], kernel: kernel!.vmlinuz });
+      const vmlinuz = join(dir, 'vmlinuz');
+      s = await buildStack(
+        kernelFrom === 'package'
+          ? { dir, preset, kernelArgs: ['--kernel-output', vmlinuz], kernel: vmlinuz }
+          : { dir, preset, kernelArgs: ['--kernel-version', kernel!.version], kernel: kernel!.vmlinuz },
+      );
     }, 1_800_000);
 
     const initrd = (name: string, parts: string[]) => concatInitrds(join(s.dir, `${name}.img`), parts);
@@ -107,14 +125,56 @@ function matrix(label: string, preset: string, full: boolean) {
 
     it('7a. delivery: case 4 with build --extension (one image); inspect lists the extensions', async () => {
       const image = join(s.dir, 'with-ext.img');
-      const built = await mkinitrdPkg(['build', '--preset', s.preset, '--kernel-version', kernel!.version, '--output', image, '--extension', s.lvm, '--extension', s.raid, '--source-date-epoch', '1700000000', '--cache-dir', process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-test-cache']);
+      const built = await mkinitrdPkg(['build', '--preset', s.preset, ...s.kernelArgs.filter((a) => a !== '--kernel-output' && a !== s.kernel), '--output', image, '--extension', s.lvm, '--extension', s.raid, '--source-date-epoch', '1700000000', '--cache-dir', TEST_CACHE]);
       expect(built.exitCode, built.stderr).toBe(0);
       const inspected = await mkinitrdPkg(['inspect', image, '--no-entries']);
-      expect(inspected.stdout).toMatch(/\/var\/lib\/extensions\/lvm\.raw: extension "lvm" scope initrd, squashfs, no verity, unsigned/);
+      expect(inspected.stdout).toMatch(/\/var\/lib\/extensions\/lvm\.raw: extension "lvm" scope initrd, squashfs, verity, unsigned/);
       expect(inspected.stdout).toMatch(/\/var\/lib\/extensions\/raid\.raw: extension "raid" scope initrd/);
       const r = await bootToRoot({ kernel: s.kernel, initrd: image, drives: s.disks.lvmRaid, append: `root=${s.disks.devices.lvmRaidRoot}` });
       time('7a build --extension', r.seconds);
     }, 600_000);
+
+    it.skipIf(!existsSync(KERNEL_INSTALL) || !existsSync(LOADERENTRY))('7c. delivery: case 4 through the real kernel-install with /etc/mkinitrd-pkg/extensions/', async () => {
+      // A scratch BOOT_ROOT and configuration, as test/kernel-install.test.ts does: never the host's.
+      const ki = join(s.dir, 'ki');
+      const conf = join(ki, 'mkinitrd-pkg');
+      await mkdir(join(conf, 'extensions'), { recursive: true });
+      await mkdir(join(ki, 'boot'), { recursive: true });
+      await mkdir(join(ki, 'kernel'), { recursive: true });
+      await copy(s.lvm, join(conf, 'extensions', 'lvm.raw'));
+      await copy(s.raid, join(conf, 'extensions', 'raid.raw'));
+      await writeFile(join(ki, 'kernel', 'install.conf'), 'layout=bls\ninitrd_generator=mkinitrd-pkg\n');
+      await writeFile(join(ki, 'kernel', 'cmdline'), `root=${s.disks.devices.lvmRaidRoot} rw\n`);
+      const machineId = '6d6b696e69747264706b6773746f7233';
+      const r = await execa(KERNEL_INSTALL, ['add', kernel!.version, kernel!.vmlinuz], {
+        reject: false,
+        env: {
+          BOOT_ROOT: join(ki, 'boot'),
+          MACHINE_ID: machineId,
+          KERNEL_INSTALL_CONF_ROOT: join(ki, 'kernel'),
+          KERNEL_INSTALL_PLUGINS: `${PLUGIN} ${LOADERENTRY}`,
+          MKINITRD_PKG: CLI_WRAPPER,
+          MKINITRD_PKG_PRESET: s.preset,
+          MKINITRD_PKG_CACHE_DIR: TEST_CACHE,
+          MKINITRD_PKG_CONF_DIR: conf,
+        },
+      });
+      expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+      const entryDir = join(ki, 'boot', machineId, kernel!.version);
+      expect((await readdir(entryDir)).sort()).toEqual(['initrd', 'initrd-extensions', 'linux']);
+      const entry = await readFile(join(ki, 'boot', 'loader/entries', `${machineId}-${kernel!.version}.conf`), 'utf8');
+      const initrds = entry.split('\n').filter((l) => l.startsWith('initrd ')).map((l) => l.slice(7).trim());
+      // The generic initrd first, the extensions over it.
+      expect(initrds.map((p) => p.split('/').pop())).toEqual(['initrd', 'initrd-extensions']);
+      const options = entry.split('\n').find((l) => l.startsWith('options '))!.slice(8);
+      const boot = await bootToRoot({
+        kernel: join(entryDir, 'linux'),
+        initrd: await initrd('c7c', [join(entryDir, 'initrd'), join(entryDir, 'initrd-extensions')]),
+        drives: s.disks.lvmRaid,
+        append: options,
+      });
+      time('7c kernel-install', boot.seconds);
+    }, 900_000);
 
     it('8a. verity: extensions built --verity are used through dm-verity at boot', async () => {
       const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c8', [s.base, s.cpio.lvmRaidVerity, s.cpio.show]), drives: s.disks.lvmRaid, append: `root=${s.disks.devices.lvmRaidRoot}` });
@@ -156,4 +216,4 @@ function matrix(label: string, preset: string, full: boolean) {
   });
 }
 
-matrix('debian (default preset)', 'debian', true);
+matrix('debian (default preset)', 'debian', true, 'host');
