@@ -22,6 +22,7 @@ export default class Build extends BaseCommand {
       description: 'extension image (NAME.raw, from sysext build) the image carries as /var/lib/extensions/NAME.raw; repeatable',
       multiple: true,
     }),
+    'kernel-output': Flags.string({ description: 'also write the kernel image (vmlinuz) of each kernel here ({kver} is replaced)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
 
@@ -36,6 +37,7 @@ export default class Build extends BaseCommand {
       ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),
       ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
       ...(flags.manifest !== undefined && { manifest: flags.manifest }),
+      ...(flags['kernel-output'] !== undefined && { kernelOutput: flags['kernel-output'] }),
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
