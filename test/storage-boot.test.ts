@@ -216,4 +216,5 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
   });
 }
 
-matrix('debian (default preset)', 'debian', true, 'host');
+matrix('debian (trixie, default preset)', 'debian', true, 'package');
+matrix('debian-12 (bookworm)', 'debian-12', false, 'host');

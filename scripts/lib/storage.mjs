@@ -128,7 +128,7 @@ export async function storageDisks(helper, { log = () => {} } = {}) {
       append: 'rd.systemd.unit=makeroot.target systemd.journald.forward_to_console=1',
     });
     try {
-      const out = await session.waitFor(/MAKEROOT-DONE-42|MAKEROOT-FAILED|Press Enter for maintenance/, 900_000);
+      const out = await session.waitFor(/MAKEROOT-DONE-42|MAKEROOT-FAILED|Press Enter for (system )?maintenance/, 900_000);
       if (!out.includes('MAKEROOT-DONE-42')) throw new Error(`the helper VM did not prepare the disks; console:\n${session.output().slice(-6000)}`);
       await session.exited;
     } catch (error) {
