@@ -130,7 +130,9 @@ export interface BootResult {
  */
 export async function bootToRoot(o: { kernel: string; initrd: string; drives: string[]; append: string; during?: (s: BootSession) => Promise<void>; timeoutMs?: number }): Promise<BootResult> {
   const drives: Drive[] = o.drives.map((file) => ({ file, snapshot: true }));
-  const session = bootQemu({ kernel: o.kernel, initrd: o.initrd, drives, append: `rw ${o.append}` });
+  // The root device wait (90 s by default) starts with the boot: on a machine shared by
+  // several TCG guests the initrd alone can take longer than that, so give it room.
+  const session = bootQemu({ kernel: o.kernel, initrd: o.initrd, drives, append: `rw rootflags=x-systemd.device-timeout=240s ${o.append}` });
   try {
     if (o.during) await o.during(session);
     await session.waitFor(ROOT_MARKER, o.timeoutMs ?? 300_000);
