@@ -184,6 +184,43 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       time('8a verity', r.seconds);
     }, 400_000);
 
+    it('8c. signed: /.extra/sysext (systemd-stub\'s place) takes a signed lvm only when the initrd trusts its certificate', async () => {
+      const dir = join(s.dir, 'signed');
+      await mkdir(dir, { recursive: true });
+      await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'db.key'), '-out', join(dir, 'db.crt'), '-subj', '/CN=mkinitrd-pkg storage test', '-days', '3650']);
+      const signed = join(dir, 'lvm.raw');
+      const built = await mkinitrdPkg(['sysext', 'build', '--definition', 'lvm', '--base', s.base, '--preset', s.preset, '--output', signed, '--cache-dir', TEST_CACHE, '--source-date-epoch', '1700000000', '--sign-key', join(dir, 'db.key'), '--sign-cert', join(dir, 'db.crt')]);
+      expect(built.exitCode, built.stderr).toBe(0);
+      const stub = join(dir, 'stub.cpio');
+      const packed = await mkinitrdPkg(['sysext', 'pack', signed, '--target', '.extra/sysext', '--output', stub]);
+      expect(packed.exitCode, packed.stderr).toBe(0);
+      expect(packed.stdout).toMatch(/\/\.extra\/sysext\/lvm\.raw: extension "lvm" scope initrd, squashfs, verity, signed/);
+      const trusting = join(dir, 'base-trusting.img');
+      const base = await mkinitrdPkg(['build', '--preset', s.preset, ...s.kernelArgs.filter((a) => a !== '--kernel-output' && a !== s.kernel), '--verity-cert', join(dir, 'db.crt'), '--output', trusting, '--source-date-epoch', '1700000000', '--cache-dir', TEST_CACHE]);
+      expect(base.exitCode, base.stderr).toBe(0);
+      // Trusted: the kernel keyring does not know the signer (ENOKEY), systemd verifies the
+      // PKCS#7 against /etc/verity.d in user space, sets up dm-verity and merges.
+      const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c8c', [trusting, stub, s.cpio.show]), drives: s.disks.lvm, append: `root=${s.disks.devices.lvmRoot}` });
+      expect(shown(r.output)).toMatch(/merged:.*extension-release\.lvm/);
+      expect(shown(r.output)).toMatch(/ verity 1 /);
+      time('8c signed via /.extra/sysext', r.seconds);
+      // Not trusted (the plain base): refused, never merged, the root never appears.
+      const session = bootQemu({
+        kernel: s.kernel,
+        initrd: await initrd('c8c-untrusted', [s.base, stub]),
+        drives: s.disks.lvm.map((file) => ({ file, snapshot: true })),
+        append: `rw root=${s.disks.devices.lvmRoot} rootflags=x-systemd.device-timeout=60s systemd.journald.forward_to_console=1`,
+      });
+      try {
+        const why = await session.waitFor(/Required key not available|Failed to merge hierarchies|[Ii]mage policy/, 400_000);
+        console.log(`8c untrusted: ${why.match(/.*(Required key not available|Failed to merge hierarchies|[Ii]mage policy).*/)?.[0]}`);
+        await enterEmergencyShell(session, 400_000);
+        expect(session.output()).not.toContain('MKINITRD-PKG-REAL-ROOT-REACHED');
+      } finally {
+        session.kill();
+      }
+    }, 1_500_000);
+
     it('8b. verity: a copy with one flipped byte in its data partition is not used', async () => {
       await mkdir(join(s.dir, 'tampered'), { recursive: true });
       const tampered = await copy(s.lvmVerity, join(s.dir, 'tampered', 'lvm.raw'));

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -45,6 +45,15 @@ export interface BuildOptions {
    * caller: @mkinitrd-pkg/sysext checkExtensions; see its EXTENSION_TARGETS for why there).
    */
   extensions?: { name: string; path: string; sha256?: string }[];
+  /**
+   * X.509 certificates (PEM) the initrd trusts for signed extension images, installed as
+   * /etc/verity.d/NAME.crt: systemd >= 256 verifies a signed image's PKCS#7 against them
+   * in user space when the kernel's keyring does not know the signer (measured with 257:
+   * the kernel says ENOKEY, then systemd-sysext verifies and merges; without the file the
+   * image is refused). That is what lets signed extensions under /.extra/sysext (where
+   * systemd-stub puts them, and 257's image policy wants signed images) be merged.
+   */
+  verityCerts?: string[];
 }
 
 export interface ImageResult {
@@ -308,6 +317,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           );
           await installInitrdTree(imageRoot);
           const extensions = await addExtensions(imageRoot, options.extensions ?? []);
+          await addVerityCerts(imageRoot, options.verityCerts ?? []);
           const output = outputs[i]!;
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
@@ -403,6 +413,22 @@ async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOpt
     out.push({ name: ext.name, path: `/var/lib/extensions/${ext.name}.raw`, sha256: ext.sha256 ?? (await sha256File(dest)) });
   }
   return out;
+}
+
+async function addVerityCerts(imageRoot: string, certs: string[]): Promise<void> {
+  if (certs.length === 0) return;
+  const dir = join(imageRoot, 'etc/verity.d');
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  for (const cert of certs) {
+    let pem: string;
+    try {
+      pem = new X509Certificate(await readFile(cert)).toString();
+    } catch (error) {
+      throw new UserError('INPUT', `${cert} is not a readable X.509 certificate: ${(error as Error).message}`, { hint: 'give the certificate (PEM or DER) the extensions were signed with (sysext build --sign-cert)' });
+    }
+    const name = basename(cert).replace(/\.(pem|crt|cer|der)$/, '');
+    await writeFile(join(dir, `${name}.crt`), pem, { mode: 0o644 });
+  }
 }
 
 async function prepareRoot(o: {

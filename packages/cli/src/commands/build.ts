@@ -22,6 +22,10 @@ export default class Build extends BaseCommand {
       description: 'extension image (NAME.raw, from sysext build) the image carries as /var/lib/extensions/NAME.raw; repeatable',
       multiple: true,
     }),
+    'verity-cert': Flags.string({
+      description: 'certificate the initrd trusts for signed extensions (/etc/verity.d/; systemd >= 256 checks signatures against it); repeatable',
+      multiple: true,
+    }),
     'kernel-output': Flags.string({ description: 'also write the kernel image (vmlinuz) of each kernel here ({kver} is replaced)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
@@ -42,6 +46,7 @@ export default class Build extends BaseCommand {
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
       extensions: extensions.map((e) => ({ name: e.name, path: e.path })),
+      ...(flags['verity-cert'] !== undefined && { verityCerts: flags['verity-cert'] }),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
