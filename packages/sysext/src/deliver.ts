@@ -26,7 +26,7 @@ export async function checkExtensions(paths: readonly string[]): Promise<Extensi
   for (const path of paths) {
     const info = await checkInitrdExtension(resolve(path));
     if (infos.some((i) => i.name === info.name)) {
-      throw new UserError('USAGE', `extension "${info.name}" given twice (${path})`, { hint: 'systemd-sysext merges one image per name' });
+      throw new UserError('INPUT', `extension "${info.name}" given twice (${path})`, { hint: 'systemd-sysext merges one image per name' });
     }
     infos.push(info);
   }
