@@ -2,7 +2,7 @@ import { copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { mkinitrdPkg } from './cli.js';
-import { bootQemu, ROOT_MARKER, type BootSession, type Drive } from '../../scripts/lib/qemu.mjs';
+import { bootQemu, enterEmergencyShell, ROOT_MARKER, type BootSession, type Drive } from '../../scripts/lib/qemu.mjs';
 import { storageDisks, type StorageDisks } from '../../scripts/lib/storage.mjs';
 
 /**
@@ -139,6 +139,30 @@ export async function bootToRoot(o: { kernel: string; initrd: string; drives: st
     const seconds = (performance.now() - session.started) / 1000;
     await session.exited;
     return { seconds, output: session.output(), session };
+  } finally {
+    session.kill();
+  }
+}
+
+/**
+ * A boot that must not reach the root: waits for `why` on the console (the journal is
+ * forwarded there), then for the emergency shell; `inShell` may type there. Returns the
+ * console line that says why.
+ */
+export async function bootRefused(o: { kernel: string; initrd: string; drives: string[]; append: string; why: RegExp; inShell?: (s: BootSession) => Promise<void> }): Promise<string> {
+  const session = bootQemu({
+    kernel: o.kernel,
+    initrd: o.initrd,
+    drives: o.drives.map((file) => ({ file, snapshot: true })),
+    append: `rw rootflags=x-systemd.device-timeout=60s systemd.journald.forward_to_console=1 ${o.append}`,
+  });
+  try {
+    const out = await session.waitFor(o.why, 400_000);
+    const line = out.split('\n').find((l) => o.why.test(l)) ?? '';
+    await enterEmergencyShell(session, 400_000);
+    if (o.inShell) await o.inShell(session);
+    expect(session.output()).not.toContain(ROOT_MARKER);
+    return line.trim();
   } finally {
     session.kill();
   }
