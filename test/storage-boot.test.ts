@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGpt } from '@mkinitrd-pkg/sysext';
 import { hostKernel } from '../scripts/lib/qemu.mjs';
@@ -21,11 +21,9 @@ const kernel = await hostKernel();
 const PLUGIN = fileURLToPath(new URL('../scripts/kernel-install/50-mkinitrd-pkg.install', import.meta.url));
 const KERNEL_INSTALL = '/usr/bin/kernel-install';
 const LOADERENTRY = '/usr/lib/kernel/install.d/90-loaderentry.install';
-/** The plugin runs "$MKINITRD_PKG" as one executable: a wrapper around this checkout's CLI. */
-const CLI_WRAPPER = join(await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-storage-cli-')), 'mkinitrd-pkg');
-await writeFile(CLI_WRAPPER, `#!/bin/sh\nexec '${process.execPath}' '${CLI}' "$@"\n`, { mode: 0o755 });
+
 const times: Record<string, number> = {};
-const dirs: string[] = [dirname(CLI_WRAPPER)];
+const dirs: string[] = [];
 afterAll(async () => {
   console.log(`storage matrix, time to root (TCG): ${JSON.stringify(times)}`);
   for (const d of dirs) await rm(d, { recursive: true, force: true });
@@ -141,6 +139,9 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       await copy(s.lvm, join(conf, 'extensions', 'lvm.raw'));
       await copy(s.raid, join(conf, 'extensions', 'raid.raw'));
       await writeFile(join(ki, 'kernel', 'install.conf'), 'layout=bls\ninitrd_generator=mkinitrd-pkg\n');
+      // The plugin runs "$MKINITRD_PKG" as one executable: a wrapper around this checkout's CLI.
+      const wrapper = join(ki, 'mkinitrd-pkg');
+      await writeFile(wrapper, `#!/bin/sh\nexec '${process.execPath}' '${CLI}' "$@"\n`, { mode: 0o755 });
       await writeFile(join(ki, 'kernel', 'cmdline'), `root=${s.disks.devices.lvmRaidRoot} rw\n`);
       const machineId = '6d6b696e69747264706b6773746f7233';
       const r = await execa(KERNEL_INSTALL, ['add', kernel!.version, kernel!.vmlinuz], {
@@ -150,7 +151,7 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
           MACHINE_ID: machineId,
           KERNEL_INSTALL_CONF_ROOT: join(ki, 'kernel'),
           KERNEL_INSTALL_PLUGINS: `${PLUGIN} ${LOADERENTRY}`,
-          MKINITRD_PKG: CLI_WRAPPER,
+          MKINITRD_PKG: wrapper,
           MKINITRD_PKG_PRESET: s.preset,
           MKINITRD_PKG_CACHE_DIR: TEST_CACHE,
           MKINITRD_PKG_CONF_DIR: conf,
