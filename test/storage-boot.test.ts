@@ -59,18 +59,18 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c1', [s.base, s.cpio.lvm, s.cpio.show]), drives: s.disks.lvm, append: `root=${s.disks.devices.lvmRoot}` });
       expect(shown(r.output)).toMatch(/merged:.*extension-release\.lvm/);
       time('1 lvm root=/dev/VG/LV', r.seconds);
-    }, 400_000);
+    }, 900_000);
 
     if (full) {
       it('1. root on an LVM logical volume: base + lvm, root=UUID=', async () => {
         const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c1u', [s.base, s.cpio.lvm]), drives: s.disks.lvm, append: `root=UUID=${s.disks.rootUuid}` });
         time('1 lvm root=UUID', r.seconds);
-      }, 400_000);
+      }, 900_000);
 
       it('2. root on md RAID1 over two disks: base + raid, root=UUID=', async () => {
         const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c2', [s.base, s.cpio.raid]), drives: s.disks.raid, append: `root=UUID=${s.disks.rootUuid}` });
         time('2 raid1 root=UUID', r.seconds);
-      }, 400_000);
+      }, 900_000);
     }
 
     it('3. the RAID1 with one disk missing (degraded) still boots', async () => {
@@ -78,13 +78,13 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       // mdadm's last-resort timer started the array degraded (md: 1 of 2 mirrors).
       expect(r.output).toMatch(/raid1: raid set md\d+ active with 1 out of 2 mirrors/);
       time('3 raid1 degraded', r.seconds);
-    }, 400_000);
+    }, 900_000);
 
     it('4. root on LVM on md RAID1: base + raid + lvm (sysext pack, two initrds)', async () => {
       const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c4', [s.base, s.cpio.lvmRaid, s.cpio.show]), drives: s.disks.lvmRaid, append: `root=${s.disks.devices.lvmRaidRoot}` });
       expect(shown(r.output)).toMatch(/merged:.*extension-release\.lvm.*extension-release\.raid|merged:.*extension-release\.raid.*extension-release\.lvm/);
       time('4 lvm on raid1', r.seconds);
-    }, 400_000);
+    }, 900_000);
 
     if (!full) return;
 
@@ -95,12 +95,12 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
         drives: s.disks.luksLvm,
         append: `rd.luks.uuid=${s.disks.luksUuid} root=${s.disks.devices.luksRoot}`,
         during: async (session) => {
-          await session.waitFor(/Please enter passphrase for disk/, 300_000);
+          await session.waitFor(/Please enter passphrase for disk/, 600_000);
           session.type(`${s.disks.passphrase}\r`);
         },
       });
       time('5 luks2 lvm', r.seconds);
-    }, 400_000);
+    }, 900_000);
 
     it('6. negative control: case 1 with the base alone ends in the emergency shell', async () => {
       await bootRefused({
@@ -180,7 +180,7 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       // Two dm-verity targets (lvm, raid), sha256, 4 KiB blocks.
       expect(show.match(/ verity 1 /g)?.length, show).toBe(2);
       time('8a verity', r.seconds);
-    }, 400_000);
+    }, 900_000);
 
     it('8c. signed: /.extra/sysext (systemd-stub\'s place) takes a signed lvm only when the initrd trusts its certificate', async () => {
       const dir = join(s.dir, 'signed');

@@ -125,7 +125,7 @@ export async function storageDisks(helper, { log = () => {} } = {}) {
       kernel: helper.kernel,
       initrd,
       drives: [...disks.map((d) => join(temp, d)), rootImage],
-      append: 'rd.systemd.unit=makeroot.target systemd.journald.forward_to_console=1',
+      append: 'no_timer_check rd.systemd.unit=makeroot.target systemd.journald.forward_to_console=1',
     });
     try {
       const out = await session.waitFor(/MAKEROOT-DONE-42|MAKEROOT-FAILED|Press Enter for (system )?maintenance/, 900_000);
