@@ -47,9 +47,9 @@ try {
     ['4 LVM on RAID1', disks.lvmRaid, `root=${disks.devices.lvmRaidRoot}`],
   ];
   const timeToRoot = async (initrd, drives, append) => {
-    const session = bootQemu({ kernel: kernel.vmlinuz, initrd, drives: drives.map((file) => ({ file, snapshot: true })), append: `${append} rw quiet no_timer_check` });
+    const session = bootQemu({ kernel: kernel.vmlinuz, initrd, drives: drives.map((file) => ({ file, snapshot: true })), append: `${append} rw quiet no_timer_check rootflags=x-systemd.device-timeout=600s rootdelay=600` });
     try {
-      await session.waitFor(ROOT_MARKER, 400_000);
+      await session.waitFor(ROOT_MARKER, 900_000);
       return (performance.now() - session.started) / 1000;
     } catch {
       return undefined;
