@@ -76,7 +76,7 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
     it('3. the RAID1 with one disk missing (degraded) still boots', async () => {
       const r = await bootToRoot({ kernel: s.kernel, initrd: await initrd('c3', [s.base, s.cpio.raid]), drives: s.disks.raid.slice(0, 1), append: `root=UUID=${s.disks.rootUuid}` });
       // mdadm's last-resort timer started the array degraded (md: 1 of 2 mirrors).
-      expect(r.output).toMatch(/raid1: raid set md\d+ active with 1 out of 2 mirrors/);
+      expect(r.output).toMatch(/md\/raid1:md\d+: active with 1 out of 2 mirrors/);
       time('3 raid1 degraded', r.seconds);
     }, 900_000);
 
