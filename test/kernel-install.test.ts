@@ -155,6 +155,26 @@ describe.skipIf(!haveKernelInstall || !kernel)('kernel-install plugin: policy (r
     expect(call!.slice(-2)).toEqual(['--config', join(s.env.MKINITRD_PKG_CONF_DIR!, 'mkinitrd-pkg.conf')]);
   });
 
+  it('stages /etc/mkinitrd-pkg/extensions/*.raw as a second initrd, after the generic one', async () => {
+    const s = await scratch();
+    const extDir = join(s.env.MKINITRD_PKG_CONF_DIR!, 'extensions');
+    await mkdir(extDir);
+    await writeFile(join(extDir, 'lvm.raw'), 'x');
+    await writeFile(join(extDir, 'raid.raw'), 'x');
+    await writeFile(join(extDir, 'notes.txt'), 'not an image');
+    const r = await kernelInstall(s, ['add', KVER, kernel!.vmlinuz]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const [build, pack, ...more] = await calls(s);
+    expect(more).toEqual([]);
+    expect(build![0]).toBe('build');
+    expect(pack).toEqual([
+      'sysext', 'pack', join(extDir, 'lvm.raw'), join(extDir, 'raid.raw'),
+      '--output', expect.stringMatching(/\/kernel-install\.staging\.[^/]+\/initrd-extensions$/),
+    ]);
+    expect((await readdir(s.entryDir)).sort()).toEqual(['initrd', 'initrd-extensions', 'linux']);
+    expect(await entryLines(s.loaderEntry, 'initrd')).toEqual([expect.stringMatching(entryPath('initrd')), expect.stringMatching(entryPath('initrd-extensions'))]);
+  });
+
   it('generates nothing when initrds are passed on the command line', async () => {
     const s = await scratch();
     const given = join(s.dir, 'initrd-given.img');

@@ -62,8 +62,11 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
     // sbsign takes an unencrypted key: the snakeoil key's password is "snakeoil".
     const snakeoilKey = join(dir, 'snakeoil.key');
     await run('openssl', ['rsa', '-in', OVMF.snakeoilKey, '-passin', 'pass:snakeoil', '-out', snakeoilKey]);
-    const ext = join(dir, 'tools.raw');
-    await writeFile(ext, 'not a real DDI: only its placement is checked here\n');
+    // A real extension: build checks every --extension (a DDI whose extension-release
+    // name matches its file name) before any work.
+    const ext = join(dir, 'lvm.raw');
+    const sysext = await mkinitrdPkg(['sysext', 'build', '--definition', 'lvm', '--preset', 'debian', '--output', ext, '--cache-dir', TEST_CACHE]);
+    expect(sysext.exitCode, sysext.stderr).toBe(0);
 
     unsigned = join(dir, 'unsigned.efi');
     snakeoilSigned = join(dir, 'snakeoil.efi');
@@ -148,7 +151,7 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
   });
 
   it('places extensions where systemd-stub finds them: NAME.efi.extra.d/*.raw', async () => {
-    expect(await readdir(`${ownSigned}.extra.d`)).toEqual(['tools.raw']);
+    expect(await readdir(`${ownSigned}.extra.d`)).toEqual(['lvm.raw']);
   });
 
   it('refuses to sign a plain cpio initrd, in one line', async () => {

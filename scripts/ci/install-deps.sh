@@ -16,3 +16,6 @@ apt-get install -y --no-install-recommends \
   mmdebstrap lintian \
 >>>>>>> main
   linux-image-amd64
+# The storage bench boots Debian's own initramfs-tools image on LVM/RAID disks: its hooks
+# include lvm and mdadm only when they are installed (scripts/bench/storage.bench.mjs).
+apt-get install -y --no-install-recommends initramfs-tools lvm2 mdadm

@@ -12,7 +12,8 @@ export interface BootSession {
   kill(): void;
   waitFor(pattern: RegExp | string, timeoutMs: number, from?: number): Promise<string>;
 }
-export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; append: string; memoryMb?: number }): BootSession;
+export type Drive = string | { file: string; snapshot?: boolean };
+export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; drives?: Drive[]; append: string; memoryMb?: number }): BootSession;
 export declare function enterEmergencyShell(session: BootSession, timeoutMs?: number): Promise<void>;
 export declare const OVMF: { code: string; vars: string; secureCode: string; snakeoilVars: string; snakeoilKey: string; snakeoilCert: string };
 export declare function makeEsp(options: { efi: string; extra?: Record<string, string>; sizeMb?: number; dir?: string }): Promise<string>;

@@ -43,8 +43,12 @@ echo "${ROOT_MARKER} pid=$$"
   return image;
 }
 
-/** Boot a kernel + initrd under TCG (the only accelerator that works here, design.md §4). */
-export function bootQemu({ kernel, initrd, rootImage, append, memoryMb = 1024 }) {
+/**
+ * Boot a kernel + initrd under TCG (the only accelerator that works here, design.md §4).
+ * `drives`: more virtio disks after `rootImage`, each a path (written to) or
+ * `{ file, snapshot: true }` (writes go to a temporary overlay: a cached disk stays as it was).
+ */
+export function bootQemu({ kernel, initrd, rootImage, drives = [], append, memoryMb = 1024 }) {
   const args = [
     '-accel', 'tcg', '-smp', '2', '-m', String(memoryMb),
     '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-monitor', 'none',
@@ -52,6 +56,10 @@ export function bootQemu({ kernel, initrd, rootImage, append, memoryMb = 1024 })
     '-append', `console=ttyS0 panic=-1 ${append}`,
   ];
   if (rootImage) args.push('-drive', `file=${rootImage},format=raw,if=virtio`);
+  for (const d of drives) {
+    const { file, snapshot = false } = typeof d === 'string' ? { file: d } : d;
+    args.push('-drive', `file=${file},format=raw,if=virtio${snapshot ? ',snapshot=on' : ''}`);
+  }
   return spawnQemu(args);
 }
 

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
@@ -9,7 +9,7 @@ import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { applyEmergencyShell, makeInitrdRoot } from './initrd.js';
+import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
@@ -41,10 +41,23 @@ export interface BuildOptions {
   allKernels?: boolean;
   /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
   parallelKernels?: number;
-  /** sysext images (*.raw) to deliver with a UKI (placed in NAME.efi.extra.d/). */
-  extensions?: string[];
   /** The kernel for a UKI (kernel-install's KERNEL_IMAGE) instead of the one beside the modules. */
   kernelImage?: string;
+  /**
+   * Extension images (checked by the caller: @mkinitrd-pkg/sysext checkExtensions). A cpio
+   * image carries them as /var/lib/extensions/NAME.raw (see EXTENSION_TARGETS for why
+   * there); a UKI gets them beside it, in NAME.efi.extra.d/, where systemd-stub finds them.
+   */
+  extensions?: { name: string; path: string; sha256?: string }[];
+  /**
+   * X.509 certificates (PEM) the initrd trusts for signed extension images, installed as
+   * /etc/verity.d/NAME.crt: systemd >= 256 verifies a signed image's PKCS#7 against them
+   * in user space when the kernel's keyring does not know the signer (measured with 257:
+   * the kernel says ENOKEY, then systemd-sysext verifies and merges; without the file the
+   * image is refused). That is what lets signed extensions under /.extra/sysext (where
+   * systemd-stub puts them, and 257's image policy wants signed images) be merged.
+   */
+  verityCerts?: string[];
 }
 
 export interface ImageResult {
@@ -59,10 +72,10 @@ export interface ImageResult {
   format: 'cpio' | 'uki';
   /** UKI: signed for Secure Boot. */
   signed: boolean;
-  /** UKI: extensions placed beside it. */
-  extensions: string[];
   /** What the initrd's emergency shell does (EmergencyShell=, resolved). */
   emergencyShell: string;
+  /** Extension images delivered: inside the image (cpio), or beside it (UKI: NAME.efi.extra.d/). */
+  extensions: { name: string; path: string; sha256: string }[];
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
 }
@@ -305,8 +318,6 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, stubPackage, (name) => name === stubPackage, logger));
       stub = join(stubRoot, STUB_PATH);
       if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
-    } else if (options.extensions?.length) {
-      throw new UserError('USAGE', '--extension needs --format uki here', { hint: 'extensions are placed beside a UKI (NAME.efi.extra.d/)' });
     }
     const signed = Boolean(config.secureBootKey && config.secureBootCertificate);
     // A signed image protects the boot chain; an unauthenticated root shell on its console
@@ -330,6 +341,11 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
           await applyEmergencyShell(imageRoot, emergencyShell, config.emergencyShellPassword);
+          await installInitrdTree(imageRoot);
+          // A UKI's extensions go beside it (systemd-stub hands them over as /.extra/sysext);
+          // a plain image carries them.
+          let extensions = stub ? [] : await addExtensions(imageRoot, options.extensions ?? []);
+          await addVerityCerts(imageRoot, options.verityCerts ?? []);
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
           const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
@@ -343,7 +359,6 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               owner: 'root',
             }),
           );
-          let extensions: string[] = [];
           if (stub) {
             const kernelImage = options.kernelImage ? resolve(options.kernelImage) : await findKernelImage(kernel);
             if (!(await pathExists(kernelImage))) throw new UserError('KERNEL_NOT_FOUND', `kernel image not found: ${kernelImage}`);
@@ -363,7 +378,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
                 sourceDateEpoch: prepared.sourceDateEpoch,
                 sign: signed ? { key: config.secureBootKey!, cert: config.secureBootCertificate! } : undefined,
               });
-              extensions = await placeUkiExtensions(output, options.extensions ?? []);
+              const placed = await placeUkiExtensions(output, (options.extensions ?? []).map((e) => e.path));
+              extensions = await Promise.all(placed.map(async (path, n) => ({ name: options.extensions![n]!.name, path, sha256: await sha256File(path) })));
             });
           }
           const sha256 = await sha256File(output);
@@ -381,7 +397,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               compression: config.compression,
               format: config.format,
               signed: stub ? signed : false,
-              ...(stub && { kernelCommandLine: config.kernelCommandLine ?? '', stubPackage: config.ukiStubPackage, extensions: extensions.map((e) => basename(e)) }),
+              ...(stub && { kernelCommandLine: config.kernelCommandLine ?? '', stubPackage: config.ukiStubPackage }),
               emergencyShell,
               kernelVersion: kernel.kernelVersion,
               modulesSource: kernel.description,
@@ -390,6 +406,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               modules: modules.modules,
               firmware: modules.firmware,
               missingFirmware: modules.missingFirmware,
+              extensions,
               pruned: prepared.prune,
             });
           }
@@ -432,6 +449,42 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     throw error;
   } finally {
     await removeWorkDir(workDir);
+  }
+}
+
+/**
+ * Extensions go to var/lib/extensions: systemd-sysext reads it in the initrd with every
+ * version we ship (252, 257) and accepts unsigned images there; /.extra/sysext is the
+ * boot loader's (systemd-stub's) place and is refused for unsigned images by 257's image
+ * policy and ignored by 252. The image root is this build's own copy (never the cache's).
+ */
+async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOptions['extensions']>): Promise<{ name: string; path: string; sha256: string }[]> {
+  if (extensions.length === 0) return [];
+  const dir = join(imageRoot, 'var/lib/extensions');
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const out = [];
+  for (const ext of extensions) {
+    const dest = join(dir, `${ext.name}.raw`);
+    await rm(dest, { force: true });
+    await copyFile(ext.path, dest);
+    out.push({ name: ext.name, path: `/var/lib/extensions/${ext.name}.raw`, sha256: ext.sha256 ?? (await sha256File(dest)) });
+  }
+  return out;
+}
+
+async function addVerityCerts(imageRoot: string, certs: string[]): Promise<void> {
+  if (certs.length === 0) return;
+  const dir = join(imageRoot, 'etc/verity.d');
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  for (const cert of certs) {
+    let pem: string;
+    try {
+      pem = new X509Certificate(await readFile(cert)).toString();
+    } catch (error) {
+      throw new UserError('INPUT', `${cert} is not a readable X.509 certificate: ${(error as Error).message}`, { hint: 'give the certificate (PEM or DER) the extensions were signed with (sysext build --sign-cert)' });
+    }
+    const name = basename(cert).replace(/\.(pem|crt|cer|der)$/, '');
+    await writeFile(join(dir, `${name}.crt`), pem, { mode: 0o644 });
   }
 }
 

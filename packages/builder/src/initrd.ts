@@ -1,8 +1,50 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { UserError, pathExists } from '@mkinitrd-pkg/common';
+import { fileURLToPath } from 'node:url';
+import { UserError, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
 import type { EmergencyShell } from '@mkinitrd-pkg/config';
+
+/**
+ * Files every image gets, whatever the preset (data: presets/initrd-tree/, copied into
+ * the image root with the same layout, symlinks kept): the activation of merged system
+ * extensions (usr/lib/systemd/system/mkinitrd-pkg-sysext-activate.service) and the
+ * degraded-array rule (usr/lib/udev/rules.d/65-mkinitrd-pkg-md-last-resort.rules); each
+ * file says why.
+ */
+export const INITRD_TREE_DIR = fileURLToPath(new URL('../../../presets/initrd-tree/', import.meta.url));
+
+interface TreeFile {
+  path: string;
+  content?: Buffer;
+  link?: string;
+}
+
+async function listTreeFiles(dir = INITRD_TREE_DIR, prefix = ''): Promise<TreeFile[]> {
+  const out: TreeFile[] = [];
+  for (const entry of (await readdir(join(dir, prefix), { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    const rel = join(prefix, entry.name);
+    if (entry.isDirectory()) out.push(...(await listTreeFiles(dir, rel)));
+    else if (entry.isSymbolicLink()) out.push({ path: rel, link: await readlink(join(dir, rel)) });
+    else if (entry.isFile()) out.push({ path: rel, content: await readFile(join(dir, rel)) });
+  }
+  return out;
+}
+
+/**
+ * Copy presets/initrd-tree/ into an image root, through no symlink of the root (parents
+ * are created as directories). Done per image, like the kernel modules, not in the cached
+ * installroot: a change of these files never costs a package install.
+ */
+export async function installInitrdTree(root: string): Promise<void> {
+  for (const f of await listTreeFiles()) {
+    const target = await resolveInsideRoot(root, f.path);
+    await mkdir(join(target, '..'), { recursive: true });
+    await rm(target, { force: true });
+    if (f.link !== undefined) await symlink(f.link, target);
+    else await writeFile(target, f.content!, { mode: 0o644 });
+  }
+}
 
 /**
  * Turn an installroot into an initrd root (systemd's "initrd mode"):

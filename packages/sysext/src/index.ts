@@ -12,3 +12,7 @@ export { STATE_PATHS, diffLayer, findDeletions, enforceSysextScope, summarizeTre
 export { derivedUuid, formatUuid, rootHashUuids } from './uuid.js';
 export { resolveBase, presetBaseKey } from './base.js';
 export type { BaseKind, ResolvedBase } from './base.js';
+export { readExtensionImage, checkInitrdExtension, readGpt, formatExtension, listImageExtensions, INITRD_EXTENSION_DIRS } from './read.js';
+export type { ExtensionInfo, GptPartition } from './read.js';
+export { EXTENSION_TARGETS, checkExtensions, stageExtensions, packExtensions } from './deliver.js';
+export type { ExtensionTarget, PackExtensionsOptions, PackExtensionsResult } from './deliver.js';

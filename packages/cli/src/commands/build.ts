@@ -18,15 +18,24 @@ export default class Build extends BaseCommand {
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
+    extension: Flags.string({
+      description: 'extension image (NAME.raw, from sysext build): a cpio image carries it as /var/lib/extensions/NAME.raw, a UKI gets it beside it in NAME.efi.extra.d/; repeatable',
+      multiple: true,
+    }),
+    'verity-cert': Flags.string({
+      description: 'certificate the initrd trusts for signed extensions (/etc/verity.d/; systemd >= 256 checks signatures against it); repeatable',
+      multiple: true,
+    }),
     'kernel-output': Flags.string({ description: 'also write the kernel image (vmlinuz) of each kernel here ({kver} is replaced)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
     'kernel-image': Flags.string({ description: "the kernel put into the UKI (default: the kernel package's, or /boot/vmlinuz-KVER)" }),
-    extension: Flags.string({ description: 'a sysext image (X.raw) to deliver with the UKI, in NAME.efi.extra.d/ (repeatable)', multiple: true }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Build);
     const config = await loadConfigFromFlags(flags);
+    // Checked before the (long) build: a wrong name or scope fails in a second.
+    const extensions = flags.extension?.length ? await (await import('@mkinitrd-pkg/sysext')).checkExtensions(flags.extension) : [];
     const { buildInitrd } = await import('@mkinitrd-pkg/builder');
     const result = await buildInitrd({
       config,
@@ -37,7 +46,8 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
-      ...(flags.extension && { extensions: flags.extension }),
+      extensions: extensions.map((e) => ({ name: e.name, path: e.path })),
+      ...(flags['verity-cert'] !== undefined && { verityCerts: flags['verity-cert'] }),
       ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
       logger: this.logger,
     });
@@ -51,8 +61,8 @@ export function renderSummary(result: BuildResult): string {
   for (const image of result.images) {
     const kind = image.format === 'uki' ? `UKI${image.signed ? ', signed' : ''}, initrd ${result.compression}` : result.compression;
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${kind}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
-    for (const ext of image.extensions) lines.push(`  extension ${ext}`);
     lines.push(`  sha256 ${image.sha256}`);
+    for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
   lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);

@@ -6,6 +6,7 @@ import Pack from './pack.js';
 import Presets from './presets.js';
 import Summary from './summary.js';
 import SysextBuild from './sysext-build.js';
+import SysextPack from './sysext-pack.js';
 
 /** oclif "explicit" command discovery: no directory scan at start-up. */
 export const COMMANDS = {
@@ -17,5 +18,6 @@ export const COMMANDS = {
   summary: Summary,
   presets: Presets,
   'sysext:build': SysextBuild,
+  'sysext:pack': SysextPack,
   'install-plugin': (await import('./install-plugin.js')).default,
 };

@@ -60,6 +60,10 @@ export default class Inspect extends BaseCommand {
       return;
     }
     const { inspectEvents, formatInspectEvent } = await import('@mkinitrd-pkg/packer');
+    // Extension images the initrd carries (var/lib/extensions, /.extra/sysext …): read by
+    // the sysext package, which knows the DDI format.
+    const { listImageExtensions, formatExtension } = await import('@mkinitrd-pkg/sysext');
+    const listExtensions = async (image: string) => (await listImageExtensions(image)).map(({ partitions: _p, release: _r, ...e }) => e);
     const out = new Output();
     const events = inspectEvents(args.image, { entries: !flags['no-entries'] });
     if (!flags.json) {
@@ -67,6 +71,8 @@ export default class Inspect extends BaseCommand {
         await out.write(formatInspectEvent(event));
         if (out.closed) return;
       }
+      const extensions = await listExtensions(args.image);
+      await out.write(extensions.length ? extensions.map((e) => formatExtension(e) + '\n').join('') : 'extensions: none\n');
       await out.flush();
       return;
     }
@@ -88,7 +94,10 @@ export default class Inspect extends BaseCommand {
           segments.push(event.segment);
           break;
         case 'end':
-          await out.write(`${first ? '' : '\n  '}],\n  "segments": ${JSON.stringify(segments)},\n  "totals": ${JSON.stringify(event.totals)}\n}\n`);
+          await out.write(
+            `${first ? '' : '\n  '}],\n  "segments": ${JSON.stringify(segments)},\n  "totals": ${JSON.stringify(event.totals)},\n` +
+              `  "extensions": ${JSON.stringify(await listExtensions(args.image))}\n}\n`,
+          );
           break;
         case 'segment':
           break;
