@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -12,6 +12,7 @@ import pLimit from 'p-limit';
 import { makeInitrdRoot } from './initrd.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
+import { prepareTools, type ToolsManifest } from './tools.js';
 
 export interface BuildOptions {
   config: ImageConfig;
@@ -64,6 +65,8 @@ export interface BuildResult {
   compression: string;
   /** Whether the pruned installroot came from the cache. */
   cache: 'hit' | 'miss' | 'disabled';
+  /** Where depmod, xz … came from: the tools root's packages, or the host. */
+  tools: ToolsManifest;
 }
 
 /**
@@ -263,6 +266,12 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       });
     }
 
+    // Build tools from packages (ToolsTree=), so the host's versions never change an image.
+    progress.update('preparing the tools root');
+    const tools = await phases.time('tools', () =>
+      prepareTools({ config, cacheDir, metadataDigest, logger, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
+    );
+
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
@@ -275,7 +284,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
     const images = await Promise.all(
       kernels.map((kernel, i) =>
-        limit(async (): Promise<ImageResult> => {
+        limit(() => withToolsRoot(tools.toolsRoot, async (): Promise<ImageResult> => {
           // A cached root is shared: each image gets a hard-linked copy to add modules to
           // (nothing rewrites a file in place, and the cache is verified before every use).
           const ownRoot = !prepared.shared && kernels.length === 1;
@@ -320,6 +329,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               firmware: modules.firmware,
               missingFirmware: modules.missingFirmware,
               pruned: prepared.prune,
+              tools: tools.manifest,
             });
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
@@ -333,7 +343,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             firmware: modules.firmware,
             modulesSource: kernel.description,
           };
-        }),
+        })),
       ),
     );
     progress.done();
@@ -348,6 +358,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       warnings: prepared.warnings,
       compression: config.compression,
       cache: prepared.cache,
+      tools: tools.manifest,
     };
   } catch (error) {
     progress.done();

@@ -169,9 +169,9 @@ export interface CleanResult {
   bytes: number;
 }
 
-/** `cache clean`: installroots, unpacked kernels, work dirs; with `all`, downloads too. */
+/** `cache clean`: installroots, unpacked kernels and tools roots, work dirs; with `all`, downloads too. */
 export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanResult> {
-  const parts = ['roots', 'kernels', 'work', 'metadata', 'sysext'];
+  const parts = ['roots', 'kernels', 'tools', 'work', 'metadata', 'sysext'];
   if (all) parts.push('apt', 'dnf');
   const removed: string[] = [];
   let bytes = 0;

@@ -4,3 +4,5 @@ export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
 export { cleanCache, treeDigest, ROOT_CACHE_FORMAT } from './cache.js';
 export type { CleanResult, RootCacheMeta } from './cache.js';
+export { prepareTools } from './tools.js';
+export type { PreparedTools, ToolsManifest } from './tools.js';

@@ -13,6 +13,7 @@ export const configFlags = {
   output: Flags.string({ char: 'o', description: 'output image path ({kver} is replaced; a trailing / names a directory)' }),
   mirror: Flags.string({ description: 'override Mirror=' }),
   'no-repository-key-check': Flags.boolean({ description: 'accept unsigned repositories (RepositoryKeyCheck=no)' }),
+  'tools-tree': Flags.string({ description: 'where build tools come from: default (packages of the preset), host, or a preset name (ToolsTree=)' }),
 };
 
 export type ConfigFlagValues = {
@@ -26,6 +27,7 @@ export type ConfigFlagValues = {
   output?: string;
   mirror?: string;
   'no-repository-key-check'?: boolean;
+  'tools-tree'?: string;
 };
 
 export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<ImageConfig> {
@@ -42,6 +44,7 @@ export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<Imag
       ...(flags.output !== undefined && { output: flags.output }),
       ...(flags.mirror !== undefined && { mirror: flags.mirror }),
       ...(flags['no-repository-key-check'] && { repositoryKeyCheck: false }),
+      ...(flags['tools-tree'] !== undefined && { toolsTree: flags['tools-tree'] }),
     },
   });
 }

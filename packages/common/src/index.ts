@@ -12,6 +12,7 @@ export {
   elfInterpreter,
   realpathInRoot,
   toolsRootInvocation,
+  checkToolLibraries,
   packageForTool,
   SYSTEM_TOOL_DIRS,
   SYSTEM_PATH,

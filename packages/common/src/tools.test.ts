@@ -111,7 +111,7 @@ describe.skipIf(!existsSync('/usr/lib64/ld-linux-x86-64.so.2'))('a tools root ru
     const tool = await withToolsRoot(tools, () => resolveTool('xz'));
     expect(tool.from).toBe('tools');
     expect(tool.file).toBe(join(root, 'lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'));
-    expect(tool.prefixArgs).toEqual(['--inhibit-cache', '--library-path', `${join(root, 'lib/x86_64-linux-gnu')}:${join(root, 'lib')}`, join(root, 'bin/echo')]);
+    expect(tool.prefixArgs).toEqual(['--inhibit-cache', '--library-path', `${join(root, 'lib/x86_64-linux-gnu')}:${join(root, 'lib')}`, '--argv0', join(root, 'usr/bin/xz'), join(root, 'bin/echo')]);
     const result = await withToolsRoot(tools, () => run('xz', ['from', 'the', 'root'], { cwd: join(work, 'project') }));
     expect(result.stdout).toBe('from the root\n');
     // Every library it loads comes from the root.

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { execFileSync } from 'node:child_process';
 import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from './errors.js';
@@ -96,6 +97,14 @@ function isExecutableFile(path: string): boolean {
     }
   } catch {
     return false;
+  }
+}
+
+function readdirOrEmpty(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
   }
 }
 
@@ -207,12 +216,7 @@ function libraryPath(root: string): string[] {
         const slash = pattern.lastIndexOf('/');
         const dir = pattern.slice(0, slash);
         const glob = new RegExp(`^${pattern.slice(slash + 1).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`);
-        let names: string[] = [];
-        try {
-          names = readdirSync(join(root, dir)).filter((n) => glob.test(n)).sort();
-        } catch {
-          /* no such directory */
-        }
+        const names = readdirOrEmpty(join(root, dir)).filter((n) => glob.test(n)).sort();
         for (const name of names) readConf(`${dir}/${name}`, depth + 1);
       } else if (line.startsWith('/')) {
         dirs.push(line);
@@ -220,6 +224,9 @@ function libraryPath(root: string): string[] {
     }
   };
   readConf('/etc/ld.so.conf', 0);
+  // /etc/ld.so.conf itself is libc-bin's, which a tools root may not hold; libc6 ships the
+  // ld.so.conf.d entries (Debian: x86_64-linux-gnu.conf), so read those in any case.
+  for (const name of readdirOrEmpty(join(root, 'etc/ld.so.conf.d')).filter((n) => n.endsWith('.conf')).sort()) readConf(`/etc/ld.so.conf.d/${name}`, 1);
   dirs.push('/lib', '/usr/lib');
   const out: string[] = [];
   for (const dir of dirs) {
@@ -232,7 +239,7 @@ function libraryPath(root: string): string[] {
 const libraryPathCache = new Map<string, string[]>();
 
 /** The loader invocation that runs `program` (inside `root`) with `root`'s libraries only. */
-export function toolsRootInvocation(root: string, program: string): { file: string; prefixArgs: string[] } {
+export function toolsRootInvocation(root: string, program: string, argv0: string = program): { file: string; prefixArgs: string[] } {
   const interp = elfInterpreter(program);
   if (interp === undefined) {
     throw new UserError('MISSING_TOOL', `${program} in the tools root is a script, which cannot run with the tools root's libraries`, {
@@ -251,7 +258,40 @@ export function toolsRootInvocation(root: string, program: string): { file: stri
   }
   // ld.so(8): an explicitly invoked loader runs the program with exactly these library
   // directories; --inhibit-cache keeps the host's /etc/ld.so.cache out of the search.
-  return { file: loader, prefixArgs: ['--inhibit-cache', '--library-path', lib.join(':'), program] };
+  // --argv0 (glibc ≥ 2.33): the name it was called by, which multi-call programs dispatch
+  // on (kmod: depmod, modinfo → /usr/bin/kmod).
+  return { file: loader, prefixArgs: ['--inhibit-cache', '--library-path', lib.join(':'), '--argv0', argv0, program] };
+}
+
+const checkedPrograms = new Set<string>();
+
+/**
+ * A tools-root program must load every library from the root: the loader's built-in
+ * directories (/lib/x86_64-linux-gnu …) are the host's, so a library missing from the root
+ * would otherwise be taken from the host silently. ld.so(8) --list says how each resolves.
+ * Checked once per program and process (one short loader run).
+ */
+export function checkToolLibraries(root: string, program: string): void {
+  if (checkedPrograms.has(program)) return;
+  const { file, prefixArgs } = toolsRootInvocation(root, program);
+  if (file === program) return; // static
+  let out: string;
+  try {
+    out = execFileSync(file, [...prefixArgs.slice(0, 3), '--list', program], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: SYSTEM_PATH } });
+  } catch (error) {
+    out = String((error as { stdout?: unknown }).stdout ?? '');
+  }
+  for (const line of out.split('\n')) {
+    const m = /^\s*(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?$/.exec(line);
+    if (!m) continue;
+    if (m[2] === 'not found' || !m[2]!.startsWith(root + '/')) {
+      const name = program.slice(root.length);
+      throw new UserError('MISSING_TOOL', `the tools root is incomplete: ${name} needs ${m[1]}, which ${m[2] === 'not found' ? 'is not in it' : `would come from the host (${m[2]})`}`, {
+        hint: 'add the package that ships the library to ToolsTreePackages=',
+      });
+    }
+  }
+  checkedPrograms.add(program);
 }
 
 /** Configuration files a program reads from fixed host paths unless told otherwise. */
@@ -288,7 +328,8 @@ export function resolveToolSync(name: string): ResolvedTool {
       const program = join(tools.root, dir, name);
       const real = realpathInRoot(tools.root, join(dir, name));
       if (!real || !isExecutableFile(real)) continue;
-      const { file, prefixArgs } = toolsRootInvocation(tools.root, real);
+      const { file, prefixArgs } = toolsRootInvocation(tools.root, real, program);
+      checkToolLibraries(tools.root, real);
       return { name, path: program, file, prefixArgs, env: toolEnvironment(tools.root, name), from: 'tools' };
     }
     throw new UserError('MISSING_TOOL', `${name} is not in the tools root (${tools.description})`, {

@@ -18,6 +18,7 @@ export interface ConfigOverrides {
   repositoryKeyCheck?: boolean;
   kernelPackage?: string;
   kernelModulesRoot?: string;
+  toolsTree?: string;
 }
 
 export interface LoadConfigOptions {
@@ -160,6 +161,12 @@ function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
   // An explicit empty --kernel-package means "modules from the host": the key is present, the value undefined.
   if ('kernelPackage' in o) config.kernelPackage = o.kernelPackage;
   if (o.kernelModulesRoot !== undefined) config.kernelModulesRoot = o.kernelModulesRoot;
+  if (o.toolsTree !== undefined) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.toolsTree) || o.toolsTree.endsWith('.conf')) {
+      throw new UserError('USAGE', `invalid tools tree "${o.toolsTree}"`, { hint: 'use default, host, or the name of a preset' });
+    }
+    config.toolsTree = o.toolsTree;
+  }
 }
 
 function validateConfig(config: ImageConfig): void {
@@ -223,6 +230,10 @@ export function renderConfig(config: ImageConfig): string {
     ...line('CompressOutput', config.compression),
     ...line('CompressLevel', config.compressionLevel),
     ...line('Output', config.output),
+    '',
+    '[Build]',
+    ...line('ToolsTree', config.toolsTree),
+    ...line('ToolsTreePackages', config.toolsTreePackages),
     '',
   ].join('\n');
 }

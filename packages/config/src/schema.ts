@@ -35,11 +35,19 @@ export interface ImageConfig {
   compression: Compression;
   compressionLevel: number | undefined;
   output: string | undefined;
+  /**
+   * Where build tools (depmod, mksquashfs, veritysetup, xz …) come from: 'default' (a tools
+   * root unpacked from this configuration's own repositories), 'host' (the host's system
+   * directories), or a preset name (that preset's repositories and ToolsTreePackages=).
+   */
+  toolsTree: string;
+  /** Packages unpacked into the tools root (mkosi's ToolsTreePackages=). */
+  toolsTreePackages: string[];
   /** Files read, in order of precedence (lowest first). */
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions';
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages';
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
 interface KeySpec {
@@ -77,6 +85,12 @@ function parseLevel(value: string, where: Assignment): number {
   return Number(value);
 }
 
+/** default | host | a preset name: a name, never a path (a path would let data pick a host file). */
+export function parseToolsTree(value: string, where: Assignment): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(value) && !value.endsWith('.conf')) return value;
+  fail(where, `invalid tools tree "${value}"`, 'use default, host, or the name of a preset');
+}
+
 function parseArchitecture(value: string, where: Assignment): string {
   if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture "${value}"`);
   return value;
@@ -109,6 +123,10 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     CompressLevel: { field: 'compressionLevel', parse: parseLevel },
     Output: { field: 'output' },
   },
+  Build: {
+    ToolsTree: { field: 'toolsTree', parse: parseToolsTree },
+    ToolsTreePackages: { field: 'toolsTreePackages', list: true },
+  },
 };
 
 /** Lists where order and repetition carry meaning (include/exclude globs): never deduplicated. */
@@ -140,6 +158,8 @@ export function emptyConfig(preset: string): ImageConfig {
     compression: 'zstd',
     compressionLevel: undefined,
     output: undefined,
+    toolsTree: 'default',
+    toolsTreePackages: [],
     sources: [],
   };
 }
