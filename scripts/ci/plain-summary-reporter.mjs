@@ -1,6 +1,6 @@
 // A vitest reporter that ends the run with one plain line, "N passed, N failed, N skipped",
 // which any CI log reader understands (vitest's own summary is coloured and multi-line).
-// A skip must only ever mean "this machine cannot run it": the line says why, from the
+// A skip must only ever mean "this machine cannot run it": the line before says why, from the
 // note a test gives `ctx.skip(note)`; skips without one are named by file, so they show.
 import { relative } from 'node:path';
 
@@ -22,8 +22,10 @@ export default class PlainSummaryReporter {
       }
       if (module.state() === 'failed' && [...module.children.allTests()].length === 0) counts.failed++;
     }
+    // The reasons go on the line before: the last line stays exactly "N passed, N failed,
+    // N skipped", which CI log readers parse.
     const why = [...reasons].map(([reason, n]) => `${n} × ${reason}`).join('; ');
-    const skipped = counts.skipped ? ` (this machine cannot run them: ${why})` : '';
-    process.stdout.write(`\n${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped${skipped}\n`);
+    const skipped = counts.skipped ? `\nskipped, because this machine cannot run them: ${why}` : '';
+    process.stdout.write(`${skipped}\n${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
   }
 }
