@@ -102,6 +102,9 @@ describe.skipIf(!existsSync('/usr/lib64/ld-linux-x86-64.so.2'))('a tools root ru
     expect(realpathInRoot(root, '/usr/bin/xz')).toBe(join(root, 'bin/echo'));
     expect(realpathInRoot(root, '/usr/bin/../../../../etc/ld.so.conf')).toBe(join(root, 'etc/ld.so.conf'));
     expect(realpathInRoot(root, '/nope')).toBeUndefined();
+    // Merged /usr without the links (trixie's libc6 ships only /usr/lib64/ld-linux-x86-64.so.2).
+    expect(realpathInRoot(root, '/sbin/../usr/bin/xz')).toBeUndefined();
+    expect(realpathInRoot(root, '/lib/x86_64-linux-gnu')).toBe(join(root, 'lib/x86_64-linux-gnu'));
     expect(elfInterpreter('/usr/bin/echo')).toBe('/lib64/ld-linux-x86-64.so.2');
     expect(elfInterpreter(join(root, 'usr/bin/script-tool'))).toBeUndefined();
   });

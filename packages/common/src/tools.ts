@@ -120,8 +120,11 @@ function isDirectory(path: string): boolean {
  * The path `name` (absolute, as seen from inside `root`) names, with every symlink resolved
  * as if `root` were `/` (as chroot would): absolute targets stay in the root, `..` stops at
  * it. Tools roots are unpacked packages, whose links are absolute (/lib64/ld-linux-x86-64.so.2
- * → /lib/x86_64-linux-gnu/…) or relative (/sbin/depmod → ../bin/kmod).
+ * → /lib/x86_64-linux-gnu/…) or relative (/sbin/depmod → ../bin/kmod). A missing /bin,
+ * /sbin or /lib* is taken as merged into /usr.
  */
+const MERGED_USR = new Set(['bin', 'sbin', 'lib', 'lib64', 'lib32', 'libx32']);
+
 export function realpathInRoot(root: string, name: string): string | undefined {
   let pending = name.split('/').filter((c) => c !== '' && c !== '.');
   const done: string[] = [];
@@ -131,12 +134,22 @@ export function realpathInRoot(root: string, name: string): string | undefined {
       done.pop();
       continue;
     }
-    const path = join(root, ...done, part);
+    let path = join(root, ...done, part);
     let st;
     try {
       st = lstatSync(path);
     } catch {
-      return undefined;
+      // Merged /usr: /bin, /sbin, /lib* are links into /usr on every Debian ≥ 12 and Fedora
+      // root, but base-files (trixie) or the installer makes them, not the packages a tools
+      // root holds — trixie's libc6 ships its loader as /usr/lib64/ld-linux-x86-64.so.2 only.
+      if (done.length !== 0 || !MERGED_USR.has(part)) return undefined;
+      path = join(root, 'usr', part);
+      try {
+        st = lstatSync(path);
+      } catch {
+        return undefined;
+      }
+      done.push('usr');
     }
     if (st.isSymbolicLink()) {
       if (++hops > 40) return undefined;
