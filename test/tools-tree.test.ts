@@ -60,16 +60,17 @@ async function cli(args: string[], options: { cwd?: string; env?: Record<string,
   const result = options.shadow
     ? // The other machine: this host with overlays over /usr/sbin and /usr/bin whose upper
       // layer holds the other release's tools; private to one mount namespace.
+      // Absolute paths: the test's own helpers must not pick up the planted programs either.
       await execa(
-        'unshare',
+        '/usr/bin/unshare',
         [
           '--mount',
           '--propagation',
           'private',
-          'sh',
+          '/bin/sh',
           '-c',
           `set -e
-for d in usr/sbin usr/bin; do mount -t overlay overlay -o "lowerdir=$1/$d:/$d" "/$d"; done
+for d in usr/sbin usr/bin; do /usr/bin/mount -t overlay overlay -o "lowerdir=$1/$d:/$d" "/$d"; done
 shift; exec "$@"`,
           'sh',
           options.shadow,
