@@ -112,7 +112,9 @@ export async function prepareTools(o: {
 
   const index = await readJson<ToolsIndex>(indexPath);
   const maxAge = (o.metadataMaxAgeSeconds ?? 3600) * 1000;
-  const fresh = index && !o.refresh && (metadataDigest !== undefined ? index.metadataDigest === metadataDigest : Date.now() - index.refreshedAt < maxAge);
+  // Found without apt (whose lock a concurrent install may hold for minutes) when the
+  // build's metadata is the one the entry was resolved with, or the entry is fresh enough.
+  const fresh = index && !o.refresh && ((metadataDigest !== undefined && index.metadataDigest === metadataDigest) || Date.now() - index.refreshedAt < maxAge);
   if (index && fresh) {
     const meta = await lookup(join(base, index.id), logger);
     if (meta) return result(meta, index.id, 'hit');
