@@ -176,12 +176,12 @@ describe('build tools: from packages, never through PATH', () => {
   });
 });
 
-/** The cached tools root whose packages are exactly `packages` (cacheDir/tools/ID/meta.json). */
+/** The cached tools root whose packages are exactly `packages` (CACHE/tools/ID/root/.mkinitrd-pkg-tools.json). */
 async function findToolsRoot(packages: unknown): Promise<string> {
   const base = join(SHARED, 'tools');
   for (const id of await readdir(base)) {
-    const meta = await readFile(join(base, id, 'meta.json'), 'utf8').catch(() => undefined);
-    if (meta && JSON.stringify(JSON.parse(meta).packages) === JSON.stringify(packages)) return join(base, id, 'root');
+    const list = await readFile(join(base, id, 'root', '.mkinitrd-pkg-tools.json'), 'utf8').catch(() => undefined);
+    if (list && JSON.stringify(JSON.parse(list)) === JSON.stringify(packages)) return join(base, id, 'root');
   }
   throw new Error('tools root not found in the cache');
 }
