@@ -109,7 +109,7 @@ describe('build tools: from packages, never through PATH', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('gives identical images and sysexts on hosts with different tool versions; never runs a program planted in node_modules/.bin', { timeout: 900_000 }, async () => {
+  it('gives identical images and sysexts on hosts with different tool versions; never runs a program planted in node_modules/.bin', { timeout: 1_800_000 }, async () => {
     // Planted programs, as under npx: the project's node_modules/.bin first on PATH, and the
     // working directory in the project. Used on the other machine below (tools tree and host).
     const project = join(dir, 'project');
