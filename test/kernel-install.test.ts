@@ -256,6 +256,33 @@ describe.skipIf(!haveKernelInstall || !kernel)('kernel-install plugin: policy (r
       expect(await readFile(join(s.bootRoot, MACHINE_ID, KVER, 'initrd'), 'utf8')).toBe('FAKE-INITRD\n');
     });
 
+    it('layout=uki + KERNEL_INSTALL_UKI_GENERATOR=mkinitrd-pkg: builds staging/uki.efi from KERNEL_IMAGE and /etc/kernel/cmdline', async () => {
+      const s = await scratch();
+      const r = await plugin(s, args(s), { ...base(s), KERNEL_INSTALL_LAYOUT: 'uki', KERNEL_INSTALL_UKI_GENERATOR: 'mkinitrd-pkg' });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const [call, ...more] = await calls(s);
+      expect(more).toEqual([]);
+      expect(call).toEqual([
+        'build', '--preset', 'debian', '--kernel-version', KVER, '--kernel-package', '',
+        '--output', join(s.dir, 'staging/uki.efi'), '--manifest', '',
+        '--format', 'uki', '--kernel-image', kernel!.vmlinuz, '--kernel-command-line', 'root=/dev/vda rw',
+        '--cache-dir', TEST_CACHE,
+      ]);
+      // 90-uki-copy.install installs exactly this name.
+      expect(await readFile(join(s.dir, 'staging/uki.efi'), 'utf8')).toBe('FAKE-INITRD\n');
+    });
+
+    it('layout=uki: an older kernel-install (no KERNEL_INSTALL_UKI_GENERATOR) reads uki_generator= from install.conf; ukify there skips', async () => {
+      const ours = await scratch({ installConf: 'layout=uki\nuki_generator="mkinitrd-pkg"\n' });
+      expect((await plugin(ours, args(ours), { ...base(ours), KERNEL_INSTALL_LAYOUT: 'uki' })).exitCode).toBe(0);
+      expect((await calls(ours))[0]).toContain('uki');
+      const theirs = await scratch({ installConf: 'layout=uki\nuki_generator=ukify\n' });
+      expect((await plugin(theirs, args(theirs), { ...base(theirs), KERNEL_INSTALL_LAYOUT: 'uki' })).exitCode).toBe(0);
+      const named = await scratch();
+      expect((await plugin(named, args(named), { ...base(named), KERNEL_INSTALL_LAYOUT: 'uki', KERNEL_INSTALL_UKI_GENERATOR: 'ukify' })).exitCode).toBe(0);
+      expect([...(await calls(theirs)), ...(await calls(named))]).toEqual([]);
+    });
+
     it('layout=uki, initrds given, remove: exit 0 and nothing built', async () => {
       const s = await scratch();
       expect((await plugin(s, args(s), { ...base(s), KERNEL_INSTALL_LAYOUT: 'uki' })).exitCode).toBe(0);

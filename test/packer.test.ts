@@ -192,7 +192,7 @@ describe('pack → GNU cpio / our extract round trip (real CLI)', () => {
 });
 
 describe('reproducible output', () => {
-  it('same tree twice and a cp -a copy with new mtimes give identical bytes', { timeout: 120_000 }, async () => {
+  it('same tree twice and a cp -a copy with new mtimes give identical bytes', { timeout: 400_000 }, async () => {
     const copy = join(dir, 'copy');
     execFileSync('cp', ['-a', tree, copy]);
     execFileSync('find', [copy, '-exec', 'touch', '-h', '{}', '+']); // new mtimes; inode numbers differ anyway

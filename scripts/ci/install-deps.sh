@@ -10,5 +10,9 @@ apt-get install -y --no-install-recommends \
   squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
   rpm dnf createrepo-c gnupg busybox-static \
   dracut-core \
+<<<<<<< HEAD
+  ovmf mtools dosfstools sbsigntool binutils \
+=======
   mmdebstrap lintian \
+>>>>>>> main
   linux-image-amd64

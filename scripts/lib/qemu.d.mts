@@ -14,3 +14,6 @@ export interface BootSession {
 }
 export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; append: string; memoryMb?: number }): BootSession;
 export declare function enterEmergencyShell(session: BootSession, timeoutMs?: number): Promise<void>;
+export declare const OVMF: { code: string; vars: string; secureCode: string; snakeoilVars: string; snakeoilKey: string; snakeoilCert: string };
+export declare function makeEsp(options: { efi: string; extra?: Record<string, string>; sizeMb?: number; dir?: string }): Promise<string>;
+export declare function bootQemuUefi(options: { esp: string; rootImage?: string; vars?: string; secure?: boolean; memoryMb?: number }): Promise<BootSession>;

@@ -52,6 +52,70 @@ export function bootQemu({ kernel, initrd, rootImage, append, memoryMb = 1024 })
     '-append', `console=ttyS0 panic=-1 ${append}`,
   ];
   if (rootImage) args.push('-drive', `file=${rootImage},format=raw,if=virtio`);
+  return spawnQemu(args);
+}
+
+/** OVMF (Debian's ovmf package): plain, and Secure Boot with a test PK/KEK/db (design.md §4b). */
+export const OVMF = {
+  code: '/usr/share/OVMF/OVMF_CODE_4M.fd',
+  vars: '/usr/share/OVMF/OVMF_VARS_4M.fd',
+  secureCode: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd',
+  /** Secure Boot on; PK/KEK/db = /usr/share/ovmf/PkKek-1-snakeoil.{key,pem} (password "snakeoil"). */
+  snakeoilVars: '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd',
+  snakeoilKey: '/usr/share/ovmf/PkKek-1-snakeoil.key',
+  snakeoilCert: '/usr/share/ovmf/PkKek-1-snakeoil.pem',
+};
+
+/**
+ * A FAT ESP image holding `efi` as EFI/BOOT/BOOTX64.EFI (the removable-media path the
+ * firmware boots without a Boot#### entry), plus `extra` files at ESP paths. Made with
+ * mkfs.vfat -C and mtools: nothing is mounted.
+ */
+export async function makeEsp({ efi, extra = {}, sizeMb = 96, dir }) {
+  const base = dir ?? (await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-esp-')));
+  const image = join(base, 'esp.img');
+  execFileSync('mkfs.vfat', ['-C', '-n', 'ESP', '-i', '12345678', image, String(sizeMb * 1024)], { stdio: 'ignore' });
+  const made = new Set();
+  const mmd = (path) => {
+    const parts = path.split('/').filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (made.has(d)) continue;
+      execFileSync('mmd', ['-i', image, `::/${d}`]);
+      made.add(d);
+    }
+  };
+  mmd('EFI/BOOT');
+  execFileSync('mcopy', ['-i', image, efi, '::/EFI/BOOT/BOOTX64.EFI']);
+  for (const [to, from] of Object.entries(extra)) {
+    mmd(to.split('/').slice(0, -1).join('/'));
+    execFileSync('mcopy', ['-i', image, from, `::/${to}`]);
+  }
+  return image;
+}
+
+/**
+ * Boot a disk with UEFI firmware (OVMF) under TCG: the ESP as the first virtio disk and
+ * the root as the second (/dev/vdb). `vars` is copied: the firmware writes to it. With
+ * `secure`, the SMM-protected Secure Boot firmware (q35, smm=on, secure pflash).
+ */
+export async function bootQemuUefi({ esp, rootImage, vars, secure = false, memoryMb = 1024 }) {
+  const varsCopy = join(await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-vars-')), 'vars.fd');
+  await copyFile(vars ?? (secure ? OVMF.snakeoilVars : OVMF.vars), varsCopy);
+  const args = [
+    '-accel', 'tcg', '-smp', '2', '-m', String(memoryMb),
+    '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-monitor', 'none',
+    '-machine', secure ? 'q35,smm=on' : 'q35',
+    ...(secure ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
+    '-drive', `if=pflash,format=raw,unit=0,file=${secure ? OVMF.secureCode : OVMF.code},readonly=on`,
+    '-drive', `if=pflash,format=raw,unit=1,file=${varsCopy}`,
+    '-drive', `file=${esp},format=raw,if=virtio`,
+  ];
+  if (rootImage) args.push('-drive', `file=${rootImage},format=raw,if=virtio`);
+  return spawnQemu(args);
+}
+
+function spawnQemu(args) {
   const started = performance.now();
   const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let buffer = '';

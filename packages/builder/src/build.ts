@@ -1,15 +1,16 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { makeInitrdRoot } from './initrd.js';
+import { applyEmergencyShell, makeInitrdRoot } from './initrd.js';
+import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
@@ -42,6 +43,10 @@ export interface BuildOptions {
   allKernels?: boolean;
   /** Kernels built at once (default 2: each pack uses both cores for compression anyway). */
   parallelKernels?: number;
+  /** sysext images (*.raw) to deliver with a UKI (placed in NAME.efi.extra.d/). */
+  extensions?: string[];
+  /** The kernel for a UKI (kernel-install's KERNEL_IMAGE) instead of the one beside the modules. */
+  kernelImage?: string;
 }
 
 export interface ImageResult {
@@ -53,6 +58,13 @@ export interface ImageResult {
   modules: string[];
   firmware: string[];
   modulesSource: string;
+  format: 'cpio' | 'uki';
+  /** UKI: signed for Secure Boot. */
+  signed: boolean;
+  /** UKI: extensions placed beside it. */
+  extensions: string[];
+  /** What the initrd's emergency shell does (EmergencyShell=, resolved). */
+  emergencyShell: string;
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
 }
@@ -123,16 +135,24 @@ interface KernelSource {
  * entry is unpacked again. With fresh repository metadata the lookup of which files
  * those are is cached too (by package name and metadata digest): no network.
  */
-async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
-  if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
+async function stagePackage(
+  resolver: Resolver,
+  config: ImageConfig,
+  cacheDir: string,
+  metadataDigest: string | undefined,
+  packageName: string,
+  include: (name: string) => boolean,
+  logger: Logger,
+): Promise<string> {
+  if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packageName} is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
-  const indexKey = metadataDigest ? digestOf([config.kernelPackage, config.architecture, metadataDigest]) : undefined;
+  const indexKey = metadataDigest ? digestOf([packageName, config.architecture, metadataDigest]) : undefined;
   return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
     await unpack({
       config,
-      packages: [config.kernelPackage!],
+      packages: [packageName],
       cacheDir,
-      include: (name) => KERNEL_PACKAGE_NAMES.test(name),
+      include,
       logger,
       target: (files) => fill(digestOf([...files].sort()).slice(0, 20)),
     });
@@ -148,7 +168,7 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
   let staged: string | undefined;
   let stagedVersions: string[] = [];
   if (config.kernelPackage) {
-    staged = await stageKernelPackage(resolver, config, cacheDir, metadataDigest, logger);
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, config.kernelPackage, (name) => KERNEL_PACKAGE_NAMES.test(name), logger);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -178,9 +198,10 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
 
 export function outputPathFor(config: ImageConfig, kernelVersion: string, kernelCount: number): string {
   const output = config.output;
-  if (!output) return resolve(`initrd-${config.preset}-${kernelVersion}.img`);
+  const name = config.format === 'uki' ? `${config.preset}-${kernelVersion}.efi` : `initrd-${config.preset}-${kernelVersion}.img`;
+  if (!output) return resolve(name);
   if (output.includes('{kver}')) return resolve(output.replaceAll('{kver}', kernelVersion));
-  if (output.endsWith('/')) return resolve(output, `initrd-${config.preset}-${kernelVersion}.img`);
+  if (output.endsWith('/')) return resolve(output, name);
   if (kernelCount > 1) {
     throw new UserError('USAGE', `--output ${output} names one file but ${kernelCount} kernels are built`, {
       hint: 'put {kver} in the output name, or end it with / to name a directory',
@@ -260,6 +281,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
 
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
+    if (options.kernelImage && kernels.length !== 1) throw new UserError('USAGE', '--kernel-image names one kernel, but several are built', { hint: 'pass one --kernel-version' });
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     const manifests = kernels.map((k, i) => manifestPathFor(options.manifest, outputs[i]!, k.kernelVersion));
     const kernelOutputs = kernels.map((k) => (options.kernelOutput ? resolve(options.kernelOutput.replaceAll('{kver}', k.kernelVersion)) : undefined));
@@ -270,6 +292,25 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // The kernel image must exist before any work is done for it.
     const kernelImages = await Promise.all(kernels.map((k, i) => (kernelOutputs[i] ? findKernelImage(k) : undefined)));
 
+    // The stub comes from the distribution's package, like the kernel: never from the host.
+    let stub: string | undefined;
+    if (config.format === 'uki') {
+      if (!config.ukiStubPackage) {
+        throw new UserError('CONFIG', 'Format=uki needs UkiStubPackage= (the package holding systemd-stub)', { hint: 'Debian: UkiStubPackage=systemd-boot-efi' });
+      }
+      const stubPackage = config.ukiStubPackage;
+      progress.update(`unpacking ${stubPackage}`);
+      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, stubPackage, (name) => name === stubPackage, logger));
+      stub = join(stubRoot, STUB_PATH);
+      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
+    } else if (options.extensions?.length) {
+      throw new UserError('USAGE', '--extension needs --format uki here', { hint: 'extensions are placed beside a UKI (NAME.efi.extra.d/)' });
+    }
+    const signed = Boolean(config.secureBootKey && config.secureBootCertificate);
+    // A signed image protects the boot chain; an unauthenticated root shell on its console
+    // would undo that, so the default there is no shell (README "Secure Boot").
+    const emergencyShell = config.emergencyShell ?? (signed ? 'no' : 'yes');
+
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
 
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
@@ -279,25 +320,50 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           // A cached root is shared: each image gets a hard-linked copy to add modules to
           // (nothing rewrites a file in place, and the cache is verified before every use).
           const ownRoot = !prepared.shared && kernels.length === 1;
+          const output = outputs[i]!;
           const imageRoot = ownRoot ? prepared.root : join(workDir, `root-${kernel.kernelVersion}`);
           if (!ownRoot) await run('cp', [prepared.shared ? '-al' : '-a', prepared.root, imageRoot]);
           progress.update(`kernel modules for ${kernel.kernelVersion}`);
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
-          const output = outputs[i]!;
+          await applyEmergencyShell(imageRoot, emergencyShell, config.emergencyShellPassword);
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
+          const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
           await phases.time(`pack ${kernel.kernelVersion}`, () =>
             packTree({
               source: imageRoot,
-              output,
+              output: initrdPath,
               compression: config.compression,
               ...(level !== undefined && { level }),
               sourceDateEpoch: prepared.sourceDateEpoch,
               owner: 'root',
             }),
           );
+          let extensions: string[] = [];
+          if (stub) {
+            const kernelImage = options.kernelImage ? resolve(options.kernelImage) : await findKernelImage(kernel);
+            if (!(await pathExists(kernelImage))) throw new UserError('KERNEL_NOT_FOUND', `kernel image not found: ${kernelImage}`);
+            const ukiWork = join(workDir, `uki-${kernel.kernelVersion}`);
+            await mkdir(ukiWork);
+            progress.update(`assembling ${basename(output)}`);
+            await phases.time(`uki ${kernel.kernelVersion}`, async () => {
+              await writeUki({
+                stub: stub!,
+                kernel: kernelImage,
+                initrd: initrdPath,
+                osRelease: await readFile(join(imageRoot, 'etc/initrd-release'), 'utf8'),
+                kernelVersion: kernel.kernelVersion,
+                cmdline: config.kernelCommandLine,
+                output,
+                workDir: ukiWork,
+                sourceDateEpoch: prepared.sourceDateEpoch,
+                sign: signed ? { key: config.secureBootKey!, cert: config.secureBootCertificate! } : undefined,
+              });
+              extensions = await placeUkiExtensions(output, options.extensions ?? []);
+            });
+          }
           const sha256 = await sha256File(output);
           const bytes = (await stat(output)).size;
           const manifestPath = manifests[i];
@@ -311,6 +377,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               release: config.release,
               architecture: config.architecture,
               compression: config.compression,
+              format: config.format,
+              signed: stub ? signed : false,
+              ...(stub && { kernelCommandLine: config.kernelCommandLine ?? '', stubPackage: config.ukiStubPackage, extensions: extensions.map((e) => basename(e)) }),
+              emergencyShell,
               kernelVersion: kernel.kernelVersion,
               modulesSource: kernel.description,
               sourceDateEpoch: prepared.sourceDateEpoch,
@@ -324,7 +394,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
           const kernelImagePath = kernelOutputs[i];
-          if (kernelImagePath) await copyAtomically(kernelImages[i]!, kernelImagePath, 0o644);
+          if (kernelImagePath) await copyFileAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
             kernelImagePath,
             kernelVersion: kernel.kernelVersion,
@@ -335,6 +405,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             modules: modules.modules,
             firmware: modules.firmware,
             modulesSource: kernel.description,
+            format: config.format,
+            signed: stub ? signed : false,
+            extensions,
+            emergencyShell,
           };
         })),
       ),
@@ -437,12 +511,6 @@ async function findKernelImage(kernel: KernelSource): Promise<string> {
   const candidates = [join(kernel.sourceRoot, 'boot', `vmlinuz-${kernel.kernelVersion}`), join(kernel.sourceRoot, 'usr/lib/modules', kernel.kernelVersion, 'vmlinuz')];
   for (const candidate of candidates) if (await pathExists(candidate)) return candidate;
   throw new UserError('KERNEL_NOT_FOUND', `no kernel image for ${kernel.kernelVersion} in ${kernel.description}`, { hint: `looked for ${candidates.join(' and ')}` });
-}
-
-async function copyAtomically(source: string, path: string, mode: number): Promise<void> {
-  await withAtomicOutput(path, async (out) => {
-    for await (const chunk of createReadStream(source)) await out.handle.write(chunk as Buffer);
-  }, mode);
 }
 
 async function writeManifest(path: string, manifest: unknown): Promise<void> {

@@ -6,8 +6,8 @@ import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, regist
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
-/** Bump when what a cached root contains (or how it is made) changes. */
-export const ROOT_CACHE_FORMAT = 4;
+/** Bump when what a cached root contains (or how it is made) changes (13, issue 13's number so that concurrent branches' bumps do not share entries in one cache: the emergency shell drop-ins moved out of the cached root, they are per image). */
+export const ROOT_CACHE_FORMAT = 13;
 
 export interface RootCacheMeta {
   format: number;

@@ -1,17 +1,16 @@
-import { mkdir, readFile, rm, symlink, writeFile, lstat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { UserError, pathExists } from '@mkinitrd-pkg/common';
+import type { EmergencyShell } from '@mkinitrd-pkg/config';
 
 /**
  * Turn an installroot into an initrd root (systemd's "initrd mode"):
  * - /etc/initrd-release makes systemd run initrd.target and switch-root later
  *   (os-release(5): "initrd-release … in the initrd");
  * - /init is what the kernel executes from an initramfs;
- * - an empty /etc/machine-id so every boot gets its own id and the image stays reproducible;
- * - emergency/rescue shells that work although Debian/Fedora lock root's password:
- *   systemd-sulogin-shell passes --force to sulogin when SYSTEMD_SULOGIN_FORCE=1, which
- *   gives a root shell on the console without a password. That is a deliberate choice,
- *   the one dracut makes: whoever has the console in the initrd already owns the machine.
+ * - an empty /etc/machine-id so every boot gets its own id and the image stays reproducible.
+ * The emergency shell is a per-image policy (applyEmergencyShell), not part of the cached root.
  */
 export async function makeInitrdRoot(root: string): Promise<void> {
   const osRelease = await readOsRelease(root);
@@ -33,11 +32,6 @@ export async function makeInitrdRoot(root: string): Promise<void> {
   await rm(join(root, 'etc/machine-id'), { force: true });
   await writeFile(join(root, 'etc/machine-id'), '', { mode: 0o444 });
 
-  for (const unit of ['emergency.service', 'rescue.service']) {
-    const dir = join(root, 'usr/lib/systemd/system', `${unit}.d`);
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, '50-mkinitrd-pkg-sulogin-force.conf'), '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n', { mode: 0o644 });
-  }
   // Extensions found in the initrd (/usr/lib/extensions, /var/lib/extensions, e.g. from
   // an extra cpio the boot loader appends) are merged before sysinit.target.
   if (await pathExistsInRoot(join(root, 'usr/lib/systemd/system/systemd-sysext.service'))) {
@@ -49,6 +43,62 @@ export async function makeInitrdRoot(root: string): Promise<void> {
   // Nothing in an initrd mounts from fstab; an empty one keeps generators quiet.
   await rm(join(root, 'etc/fstab'), { force: true });
   await writeFile(join(root, 'etc/fstab'), '', { mode: 0o644 });
+}
+
+const POLICY_DROPIN = '50-mkinitrd-pkg-emergency-shell.conf';
+
+/** The message EmergencyShell=no prints on the console before rebooting (tests look for it). */
+export const EMERGENCY_SHELL_DISABLED = 'mkinitrd-pkg: emergency shell disabled (EmergencyShell=no); rebooting';
+
+/**
+ * What emergency.target gives whoever is at the console (systemd's emergency.service and
+ * rescue.service run systemd-sulogin-shell, which runs sulogin(8)):
+ * - yes: SYSTEMD_SULOGIN_FORCE=1 makes systemd-sulogin-shell pass --force, so sulogin
+ *   opens a root shell although Debian/Fedora lock root's password (dracut's choice:
+ *   whoever has the console of an unsigned initrd can replace the initrd anyway);
+ * - password: root gets the configured crypt(3) hash in /etc/shadow and sulogin asks for it
+ *   (only the hash is in the image);
+ * - no: no shell at all: a message, then reboot (the firmware may boot another entry).
+ * With password and no, debug-shell.service (an unauthenticated shell on tty9 that
+ * systemd.debug_shell starts) is removed too: under Secure Boot the UKI's .cmdline can not
+ * be edited, but a signed image should not rely on that alone.
+ * The image root may share inodes with the cache (cp -al): files are replaced, never
+ * rewritten in place.
+ */
+export async function applyEmergencyShell(root: string, policy: EmergencyShell, passwordHash?: string): Promise<void> {
+  const units = join(root, 'usr/lib/systemd/system');
+  for (const unit of ['emergency.service', 'rescue.service']) {
+    const dir = join(units, `${unit}.d`);
+    await mkdir(dir, { recursive: true });
+    const body =
+      policy === 'yes'
+        ? '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=1\n'
+        : policy === 'password'
+          ? '[Service]\nEnvironment=SYSTEMD_SULOGIN_FORCE=0\n'
+          : // One ExecStart=: emergency.service is Type=idle, which allows only one.
+            `[Service]\nExecStartPre=\nExecStart=\nExecStart=-/bin/sh -c 'echo "${EMERGENCY_SHELL_DISABLED}"; sleep 5; exec systemctl --force --force reboot'\n`;
+    await replaceFile(join(dir, POLICY_DROPIN), body);
+  }
+  if (policy !== 'yes') {
+    await rm(join(units, 'debug-shell.service'), { force: true });
+    await rm(join(root, 'etc/systemd/system/debug-shell.service'), { force: true });
+  }
+  if (policy === 'password') {
+    if (!passwordHash) throw new UserError('CONFIG', 'EmergencyShell=password needs EmergencyShellPassword=', { hint: 'make the hash with: openssl passwd -6' });
+    // sulogin reads root's entry with getspnam() when passwd says "x" (shadow(5)).
+    const passwd = await readFile(join(root, 'etc/passwd'), 'utf8').catch(() => '');
+    const passwdLines = passwd.split('\n').filter(Boolean);
+    if (!passwdLines.some((l) => l.startsWith('root:'))) passwdLines.unshift('root:x:0:0:root:/root:/bin/sh');
+    await replaceFile(join(root, 'etc/passwd'), passwdLines.map((l) => (l.startsWith('root:') ? l.replace(/^root:[^:]*:/, 'root:x:') : l)).join('\n') + '\n', 0o644);
+    const shadow = (await readFile(join(root, 'etc/shadow'), 'utf8').catch(() => '')).split('\n').filter((l) => l && !l.startsWith('root:'));
+    await replaceFile(join(root, 'etc/shadow'), [`root:${passwordHash}:0:0:99999:7:::`, ...shadow].join('\n') + '\n', 0o600);
+  }
+}
+
+async function replaceFile(path: string, content: string, mode = 0o644): Promise<void> {
+  const temp = join(dirname(path), `.${randomBytes(4).toString('hex')}.tmp`);
+  await writeFile(temp, content, { mode });
+  await rename(temp, path);
 }
 
 /** Inside the image root symlinks are not followed (they point into the image). */

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { Flags } from '@oclif/core';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 
@@ -14,6 +15,11 @@ export const configFlags = {
   mirror: Flags.string({ description: 'override Mirror=' }),
   'no-repository-key-check': Flags.boolean({ description: 'accept unsigned repositories (RepositoryKeyCheck=no)' }),
   'tools-tree': Flags.string({ description: 'where build tools come from: default (packages of the preset), host, or a preset name (ToolsTree=)' }),
+  format: Flags.string({ description: 'cpio (an initrd) | uki (systemd-stub + kernel + initrd, Format=)', options: ['cpio', 'uki'] }),
+  'kernel-command-line': Flags.string({ description: "the UKI's .cmdline (KernelCommandLine=)" }),
+  'sign-key': Flags.string({ description: 'sign the UKI for Secure Boot with this PEM key (SecureBootKey=)' }),
+  'sign-cert': Flags.string({ description: 'the PEM certificate of --sign-key (SecureBootCertificate=)' }),
+  'emergency-shell': Flags.string({ description: 'yes | password | no (EmergencyShell=; default: no for a signed UKI, else yes)', options: ['yes', 'password', 'no'] }),
 };
 
 export type ConfigFlagValues = {
@@ -28,6 +34,11 @@ export type ConfigFlagValues = {
   mirror?: string;
   'no-repository-key-check'?: boolean;
   'tools-tree'?: string;
+  format?: string;
+  'kernel-command-line'?: string;
+  'sign-key'?: string;
+  'sign-cert'?: string;
+  'emergency-shell'?: string;
 };
 
 export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<ImageConfig> {
@@ -45,6 +56,11 @@ export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<Imag
       ...(flags.mirror !== undefined && { mirror: flags.mirror }),
       ...(flags['no-repository-key-check'] && { repositoryKeyCheck: false }),
       ...(flags['tools-tree'] !== undefined && { toolsTree: flags['tools-tree'] }),
+      ...(flags.format !== undefined && { format: flags.format }),
+      ...(flags['kernel-command-line'] !== undefined && { kernelCommandLine: flags['kernel-command-line'] }),
+      ...(flags['sign-key'] !== undefined && { secureBootKey: resolve(flags['sign-key']) }),
+      ...(flags['sign-cert'] !== undefined && { secureBootCertificate: resolve(flags['sign-cert']) }),
+      ...(flags['emergency-shell'] !== undefined && { emergencyShell: flags['emergency-shell'] }),
     },
   });
 }

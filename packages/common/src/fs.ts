@@ -1,4 +1,4 @@
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, createReadStream } from 'node:fs';
 import { access, lstat, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -204,6 +204,17 @@ export async function withAtomicOutput<T>(
     await output.abort();
     throw asEnvironmentError(error, resolve(path), 'cannot write', OUTPUT_ERRNOS);
   }
+}
+
+/** Copy a file to `path` through an atomic output (streamed: kernels and extension images are large). */
+export async function copyFileAtomically(source: string, path: string, mode = 0o600): Promise<void> {
+  await withAtomicOutput(
+    path,
+    async (out) => {
+      for await (const chunk of createReadStream(source)) await out.handle.write(chunk as Buffer);
+    },
+    mode,
+  );
 }
 
 /**

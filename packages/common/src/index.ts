@@ -27,6 +27,7 @@ export {
   isPathInside,
   createAtomicOutput,
   withAtomicOutput,
+  copyFileAtomically,
   pathExists,
   checkOutputPath,
   removeStaleOutputTemporaries,

@@ -31,6 +31,10 @@ export const SYSTEM_PATH = SYSTEM_TOOL_DIRS.join(':');
 export const HOST_TOOLS: ReadonlySet<string> = new Set([
   'apt-get', 'apt-cache', 'dpkg', 'dpkg-deb', 'tar', 'flock', 'unshare', 'setpriv', 'mount', 'umount', 'chroot',
   'sh', 'cp', 'mkdir', 'env', 'dnf', 'rpm', 'rpm2cpio', 'cpio', 'createrepo_c',
+  // The UKI tools arrived last: from the host's system directories until binutils and
+  // sbsigntool are added to ToolsTreePackages= and checked (ukify, a Python script, cannot
+  // run with a tools root's loader at all).
+  'objcopy', 'sbsign', 'sbverify', 'ukify',
 ]);
 
 /**

@@ -3,7 +3,7 @@ import { open, readdir } from 'node:fs/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { ADMIN_DATA_DIR, UserError, VENDOR_DATA_DIR, builtinDataPath, dataSearchPath, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
-import { applyAssignments, emptyConfig, invalidValue, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
+import { applyAssignments, emptyConfig, invalidValue, isPasswordHash, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
 
 /** The presets shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
 export const BUILTIN_PRESET_DIR = builtinDataPath('presets') ?? '';
@@ -19,6 +19,11 @@ export interface ConfigOverrides {
   kernelPackage?: string;
   kernelModulesRoot?: string;
   toolsTree?: string;
+  format?: string;
+  kernelCommandLine?: string;
+  secureBootKey?: string;
+  secureBootCertificate?: string;
+  emergencyShell?: string;
 }
 
 export interface LoadConfigOptions {
@@ -206,6 +211,21 @@ function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
     }
     config.toolsTree = o.toolsTree;
   }
+  if (o.format !== undefined) {
+    if (!(OUTPUT_FORMATS as readonly string[]).includes(o.format)) {
+      throw new UserError('USAGE', `unknown format "${o.format}"`, { hint: `use one of: ${OUTPUT_FORMATS.join(', ')}` });
+    }
+    config.format = o.format as OutputFormat;
+  }
+  if (o.kernelCommandLine !== undefined) config.kernelCommandLine = o.kernelCommandLine.split(/\s+/).filter(Boolean).join(' ') || undefined;
+  if (o.secureBootKey !== undefined) config.secureBootKey = o.secureBootKey;
+  if (o.secureBootCertificate !== undefined) config.secureBootCertificate = o.secureBootCertificate;
+  if (o.emergencyShell !== undefined) {
+    if (!(EMERGENCY_SHELLS as readonly string[]).includes(o.emergencyShell)) {
+      throw new UserError('USAGE', `unknown emergency shell policy "${o.emergencyShell}"`, { hint: `use one of: ${EMERGENCY_SHELLS.join(', ')}` });
+    }
+    config.emergencyShell = o.emergencyShell as EmergencyShell;
+  }
 }
 
 function validateConfig(config: ImageConfig): void {
@@ -233,6 +253,17 @@ function validateConfig(config: ImageConfig): void {
     if (config.compressionLevel < lo || config.compressionLevel > hi) {
       throw new UserError('CONFIG', `compression level ${config.compressionLevel} is out of range for ${config.compression} (${lo}..${hi})`);
     }
+  }
+  if (Boolean(config.secureBootKey) !== Boolean(config.secureBootCertificate)) {
+    throw new UserError('CONFIG', 'SecureBootKey= and SecureBootCertificate= go together', { hint: 'set both (--sign-key and --sign-cert), or neither' });
+  }
+  if (config.secureBootKey && config.format !== 'uki') {
+    throw new UserError('CONFIG', 'a Secure Boot key signs a UKI, but the output format is cpio', {
+      hint: 'add Format=uki (--format uki); a boot loader does not verify a plain initrd',
+    });
+  }
+  if (config.emergencyShell === 'password' && !(config.emergencyShellPassword && isPasswordHash(config.emergencyShellPassword))) {
+    throw new UserError('CONFIG', 'EmergencyShell=password needs EmergencyShellPassword= (a password hash)', { hint: 'make the hash with: openssl passwd -6' });
   }
   if (!isAbsolute(config.kernelModulesRoot)) throw new UserError('CONFIG', `KernelModulesRoot= must be absolute: ${config.kernelModulesRoot}`);
 }
@@ -272,14 +303,24 @@ export function renderConfig(config: ImageConfig): string {
     ...line('RemoveFiles', config.removeFiles),
     ...line('KeepFiles', config.keepFiles),
     ...line('KernelPackage', config.kernelPackage),
+    ...line('UkiStubPackage', config.ukiStubPackage),
     ...line('KernelVersion', config.kernelVersions),
     ...line('KernelModulesRoot', config.kernelModulesRoot),
     ...line('KernelModules', config.kernelModules),
+    ...line('KernelCommandLine', config.kernelCommandLine),
+    ...line('EmergencyShell', config.emergencyShell),
+    // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
+    ...line('EmergencyShellPassword', config.emergencyShellPassword ? '(hash set)' : undefined),
     '',
     '[Output]',
     ...line('CompressOutput', config.compression),
     ...line('CompressLevel', config.compressionLevel),
     ...line('Output', config.output),
+    ...line('Format', config.format),
+    '',
+    '[Validation]',
+    ...line('SecureBootKey', config.secureBootKey),
+    ...line('SecureBootCertificate', config.secureBootCertificate),
     '',
     '[Build]',
     ...line('ToolsTree', config.toolsTree),

@@ -4,6 +4,16 @@ import { shown, type Assignment } from './ini-lines.js';
 export type PackageManager = 'apt' | 'dnf';
 export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
+/** cpio: an initrd for a boot loader; uki: a Unified Kernel Image (systemd-stub + kernel + initrd). */
+export type OutputFormat = 'cpio' | 'uki';
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ['cpio', 'uki'];
+/**
+ * What the initrd's emergency/rescue shell does (systemd's emergency.target): yes = a root
+ * shell without a password, password = sulogin asks for EmergencyShellPassword=, no = no
+ * shell (a message, then reboot).
+ */
+export type EmergencyShell = 'yes' | 'password' | 'no';
+export const EMERGENCY_SHELLS: readonly EmergencyShell[] = ['yes', 'password', 'no'];
 
 /** The resolved configuration of one image: every layer merged, every value checked. */
 export interface ImageConfig {
@@ -29,6 +39,8 @@ export interface ImageConfig {
   kernelModules: string[];
   /** Take modules from this package (installed into a staging root), not the host. */
   kernelPackage: string | undefined;
+  /** The package that holds systemd-stub (linuxx64.efi.stub), unpacked for Format=uki. */
+  ukiStubPackage: string | undefined;
   kernelVersions: string[];
   /** Modules root on the host used when no kernel package is named. */
   kernelModulesRoot: string;
@@ -43,6 +55,16 @@ export interface ImageConfig {
   toolsTree: string;
   /** Packages unpacked into the tools root (mkosi's ToolsTreePackages=). */
   toolsTreePackages: string[];
+  format: OutputFormat;
+  /** The UKI's .cmdline (whitespace normalised); undefined: none. */
+  kernelCommandLine: string | undefined;
+  /** Sign the UKI for Secure Boot (PEM private key and certificate). */
+  secureBootKey: string | undefined;
+  secureBootCertificate: string | undefined;
+  /** undefined: "no" for a signed image, "yes" otherwise (resolved by the builder). */
+  emergencyShell: EmergencyShell | undefined;
+  /** crypt(3) hash of the emergency shell's root password (EmergencyShell=password). */
+  emergencyShellPassword: string | undefined;
   /** Files read, in order of precedence (lowest first). */
   sources: string[];
 }
@@ -127,6 +149,36 @@ export function parseToolsTree(value: string, where: Assignment): string {
   fail(where, `invalid tools tree "${value}"`, 'use default, host, or the name of a preset');
 }
 
+function parseFormat(value: string, where: Assignment): OutputFormat {
+  if ((OUTPUT_FORMATS as readonly string[]).includes(value)) return value as OutputFormat;
+  fail(where, `unknown format "${value}"`, `use one of: ${OUTPUT_FORMATS.join(', ')}`);
+}
+
+function parseEmergencyShell(value: string, where: Assignment): EmergencyShell {
+  const v = value.toLowerCase();
+  if (['yes', 'true', '1', 'on'].includes(v)) return 'yes';
+  if (['no', 'false', '0', 'off'].includes(v)) return 'no';
+  if (v === 'password') return 'password';
+  fail(where, `expected yes, password or no, got "${value}"`);
+}
+
+/**
+ * Only a crypt(3) hash is accepted (yescrypt $y$, SHA-512 $6$, SHA-256 $5$, bcrypt $2b$):
+ * a clear-text password in a config file would end up in the image (shadow(5)).
+ */
+export function isPasswordHash(value: string): boolean {
+  return /^\$(y|gy|7|6|5|2[abxy])\$[./A-Za-z0-9$=,]+$/.test(value) && value.length >= 20;
+}
+
+function parsePasswordHash(value: string, where: Assignment): string {
+  if (value === '' || isPasswordHash(value)) return value;
+  fail(where, 'expected a password hash ($y$…, $6$…), not a password', 'make one with: openssl passwd -6   (or mkpasswd -m yescrypt)');
+}
+
+function parseCommandLine(value: string): string {
+  return value.split(/\s+/).filter(Boolean).join(' ');
+}
+
 function parseArchitecture(value: string, where: Assignment): string {
   if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture ${shown(value)}`);
   return value;
@@ -151,13 +203,23 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     KeepFiles: { field: 'keepFiles', list: true },
     KernelModules: { field: 'kernelModules', list: true },
     KernelPackage: { field: 'kernelPackage' },
+    UkiStubPackage: { field: 'ukiStubPackage' },
     KernelVersion: { field: 'kernelVersions', list: true },
     KernelModulesRoot: { field: 'kernelModulesRoot' },
+    KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine },
+    EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell },
+    EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash },
   },
   Output: {
     CompressOutput: { field: 'compression', parse: parseCompression },
     CompressLevel: { field: 'compressionLevel', parse: parseLevel },
     Output: { field: 'output' },
+    Format: { field: 'format', parse: parseFormat },
+  },
+  // mkosi's names and section for the Secure Boot signing key.
+  Validation: {
+    SecureBootKey: { field: 'secureBootKey' },
+    SecureBootCertificate: { field: 'secureBootCertificate' },
   },
   Build: {
     ToolsTree: { field: 'toolsTree', parse: parseToolsTree },
@@ -167,7 +229,17 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
 
 /** Lists where order and repetition carry meaning (include/exclude globs): never deduplicated. */
 const ORDERED_LISTS = new Set<keyof ImageConfig>(['kernelModules']);
-const OPTIONAL_SCALARS = new Set<keyof ImageConfig>(['kernelPackage', 'compressionLevel', 'output']);
+const OPTIONAL_SCALARS = new Set<keyof ImageConfig>([
+  'kernelPackage',
+  'ukiStubPackage',
+  'compressionLevel',
+  'output',
+  'kernelCommandLine',
+  'secureBootKey',
+  'secureBootCertificate',
+  'emergencyShell',
+  'emergencyShellPassword',
+]);
 
 /** Lists split on whitespace, except repository lines (one per line/assignment, with spaces). */
 const WHOLE_VALUE_LISTS = new Set<keyof ImageConfig>(['repositories']);
@@ -189,6 +261,7 @@ export function emptyConfig(preset: string): ImageConfig {
     keepFiles: [],
     kernelModules: [],
     kernelPackage: undefined,
+    ukiStubPackage: undefined,
     kernelVersions: [],
     kernelModulesRoot: '/',
     compression: 'zstd',
@@ -196,6 +269,12 @@ export function emptyConfig(preset: string): ImageConfig {
     output: undefined,
     toolsTree: 'default',
     toolsTreePackages: [],
+    format: 'cpio',
+    kernelCommandLine: undefined,
+    secureBootKey: undefined,
+    secureBootCertificate: undefined,
+    emergencyShell: undefined,
+    emergencyShellPassword: undefined,
     sources: [],
   };
 }

@@ -2,11 +2,13 @@
  * extractImage: unpack every segment of an image into a directory, restoring modes,
  * owners (as root), mtimes, symlinks, hard links, devices, fifos and sockets.
  *
- * Safety (the archive is untrusted): names with `..` components or a leading `/` are
- * refused; every parent directory must be a real directory inside the destination (a
- * member never writes through a symlink, even one an earlier member created); files are
- * created with O_EXCL|O_NOFOLLOW after removing what was there; directory metadata is
- * applied at the end through O_NOFOLLOW|O_DIRECTORY descriptors.
+ * Safety (the archive is untrusted, the destination may be changed by others while we
+ * run): names with `..` components or a leading `/` are refused; every directory is
+ * opened relative to its parent with O_NOFOLLOW|O_DIRECTORY and everything is created
+ * relative to an open directory (dirfd.ts), so neither a symlink an earlier member made
+ * nor one swapped in mid-run is ever written through; files are created with
+ * O_EXCL|O_NOFOLLOW after removing what was there; directory metadata is applied at the
+ * end through the directories' own descriptors.
  */
 import {
   chmodSync,

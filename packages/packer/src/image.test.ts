@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, silentLogger } from '@mkinitrd-pkg/common';
-import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
+import { encodeArchive, type ArchiveMember } from './newc.js';
 import { packTree } from './pack.js';
+import { MIN_FILL_BUFFER } from './writer.js';
 import { readImage, zstdRunEnd } from './reader.js';
 import { inspectImage } from './inspect.js';
 import { extractImage } from './extract.js';
@@ -104,6 +105,26 @@ describe('pack → read → extract (small tree, in-process)', () => {
     const strip = (list: Awaited<ReturnType<typeof members>>) => list.map(({ rawName, ino, mode, size, data }) => ({ rawName, ino, mode, size, data }));
     expect(strip(await members(g.output))).toEqual(strip(await members(n.output)));
     expect(strip(await members(a.output))).toEqual(strip(await members(n.output)));
+  });
+
+  it('every compressor: ONE archive in many frames that decompress to exactly the uncompressed image', async () => {
+    const big = join(base, 'frames-tree');
+    await mkdir(join(big, 'd'), { recursive: true });
+    for (let i = 0; i < 12; i++) await writeFile(join(big, 'd', `f${i}`), createHash('sha512').update(String(i)).digest('hex').repeat(400));
+    await link(join(big, 'd/f0'), join(big, 'z-link'));
+    const none = await packTree({ source: big, output: join(base, 'frames.none'), compression: 'none', logger, sourceDateEpoch: 1 });
+    const plain = readFileSync(none.output);
+    const decompress: Record<string, string[]> = { zstd: ['zstd', '-dc'], gzip: ['gzip', '-dc'], xz: ['xz', '-dc'], lz4: ['lz4', '-dc'] };
+    for (const compression of ['zstd', 'gzip', 'xz', 'lz4'] as const) {
+      const output = join(base, `frames.${compression}`);
+      const result = await packTree({ source: big, output, compression, chunkSize: MIN_FILL_BUFFER, logger, sourceDateEpoch: 1 });
+      const main = result.segments.at(-1)!;
+      expect([main.archives, main.uncompressedSize], compression).toEqual([1, plain.length]);
+      if (compression !== 'xz') expect(main.frames, compression).toBeGreaterThan(4);
+      const [cmd, ...args] = decompress[compression]!;
+      expect(execFileSync(cmd!, [...args, output]).equals(plain), compression).toBe(true);
+      expect(plain.indexOf('TRAILER!!!')).toBe(plain.length - 124 + 110);
+    }
   });
 
   it('owner root stores 0/0; a microcode tree becomes an uncompressed first segment', async () => {
@@ -219,48 +240,8 @@ describe('zstd segment boundaries', () => {
 // ---------------------------------------------------------------------------------------
 // Hostile archives
 
-interface M {
-  name: string | Buffer;
-  mode: number;
-  data?: string | Buffer;
-  ino?: number;
-  nlink?: number;
-  rdev?: [number, number];
-}
-
-function archive(list: M[]): Buffer {
-  const parts: Buffer[] = [];
-  let ino = 100;
-  for (const m of list) {
-    const name = typeof m.name === 'string' ? Buffer.from(m.name) : m.name;
-    const data = m.data === undefined ? Buffer.alloc(0) : Buffer.from(m.data);
-    const buf = Buffer.alloc(memberSize(name.length, data.length));
-    const off = encodeHeader(
-      buf,
-      0,
-      {
-        ino: m.ino ?? ino++,
-        mode: m.mode,
-        uid: 0,
-        gid: 0,
-        nlink: m.nlink ?? 1,
-        mtime: 1_600_000_000,
-        filesize: data.length,
-        devMajor: 0,
-        devMinor: 0,
-        rdevMajor: m.rdev?.[0] ?? 0,
-        rdevMinor: m.rdev?.[1] ?? 0,
-      },
-      name.toString('latin1'),
-    );
-    data.copy(buf, off);
-    parts.push(buf);
-  }
-  const t = Buffer.alloc(124);
-  encodeTrailer(t, 0);
-  parts.push(t);
-  return Buffer.concat(parts);
-}
+type M = ArchiveMember;
+const archive = (list: M[]) => encodeArchive(list);
 
 describe('extract refuses to escape the destination', () => {
   let box: string;

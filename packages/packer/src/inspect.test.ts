@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, silentLogger } from '@mkinitrd-pkg/common';
 import { packTree } from './pack.js';
-import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
+import { encodeArchive } from './newc.js';
 import { inspectEvents, inspectImage } from './inspect.js';
 import { escapeName, formatInspectEvent } from './format.js';
 import { extractImage } from './extract.js';
@@ -22,19 +22,7 @@ afterAll(() => {
   if (dir) execFileSync('rm', ['-rf', dir]);
 });
 
-function archive(names: Buffer[], data = ''): Buffer {
-  const parts: Buffer[] = [];
-  names.forEach((name, i) => {
-    const buf = Buffer.alloc(memberSize(name.length, data.length));
-    const off = encodeHeader(buf, 0, { ino: i + 1, mode: 0o100644, uid: 0, gid: 0, nlink: 1, mtime: 1, filesize: data.length, devMajor: 0, devMinor: 0, rdevMajor: 0, rdevMinor: 0 }, name.toString('latin1'));
-    buf.write(data, off);
-    parts.push(buf);
-  });
-  const t = Buffer.alloc(124);
-  encodeTrailer(t, 0);
-  parts.push(t);
-  return Buffer.concat(parts);
-}
+const archive = (names: Buffer[], data = '') => encodeArchive(names.map((name, i) => ({ name, mode: 0o100644, data, ino: i + 1 })));
 
 describe('inspect streams any number of entries', () => {
   it('lists 150k entries as text, one event at a time', { timeout: 120_000 }, async () => {

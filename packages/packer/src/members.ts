@@ -101,12 +101,46 @@ function xzStreamEnd(fd: number, offset: number, size: number): number | undefin
       if (crc32(chunk.subarray(i - 6, i)) !== chunk.readUInt32LE(i - 10)) continue;
       const backward = (chunk.readUInt32LE(i - 6) + 1) * 4;
       const index = start - backward;
-      if (index < offset + 12 || readAt(fd, index, 1, size)[0] !== 0) continue;
+      if (index < offset + 12) continue;
+      // An xz stream stored inside (an .ko.xz module kept verbatim by LZMA2) has a valid
+      // footer too: the Index must describe exactly the blocks between our header and it.
+      if (xzIndexBlocksSize(readAt(fd, index, backward, size)) !== index - (offset + 12)) continue;
       return start + 12;
     }
     if (chunk.length < BLOCK + 12) break;
   }
   return undefined;
+}
+
+/**
+ * The bytes of the blocks an xz Index describes (xz-file-format §4: indicator 0x00,
+ * number of records, records of unpadded + uncompressed size as multibyte integers,
+ * padding to 4, CRC32), or -1 when it is not a valid Index.
+ */
+function xzIndexBlocksSize(index: Buffer): number {
+  if (index.length < 8 || index[0] !== 0) return -1;
+  let p = 1;
+  const varint = (): number => {
+    let v = 0;
+    for (let shift = 0; shift < 63; shift += 7) {
+      if (p >= index.length - 4) return -1;
+      const b = index[p++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      if (!(b & 0x80)) return v;
+    }
+    return -1;
+  };
+  const records = varint();
+  if (records < 0) return -1;
+  let total = 0;
+  for (let r = 0; r < records; r++) {
+    const unpadded = varint();
+    if (unpadded < 0 || varint() < 0) return -1;
+    total += Math.ceil(unpadded / 4) * 4;
+  }
+  while (p % 4 !== 0) if (index[p++] !== 0) return -1;
+  if (p + 4 !== index.length) return -1;
+  return crc32(index.subarray(0, p)) === index.readUInt32LE(p) ? total : -1;
 }
 
 /** End of a run of xz streams (with their NUL stream padding) at `offset`. */

@@ -3,6 +3,7 @@
 // a gzip member followed by zstd failed ("incorrect header check"), and anything after a
 // gzip member's NUL padding was silently dropped.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '@mkinitrd-pkg/common';
-import { encodeHeader, encodeTrailer, memberSize } from './newc.js';
+import { encodeArchive } from './newc.js';
 import { inspectImage } from './inspect.js';
 import { extractImage } from './extract.js';
 
@@ -25,22 +26,7 @@ afterAll(async () => {
 });
 
 /** A complete newc archive of regular files `name` → contents. */
-function archive(files: Record<string, string>, trailer = true): Buffer {
-  const parts: Buffer[] = [];
-  let ino = 1;
-  for (const [name, data] of Object.entries(files)) {
-    const buf = Buffer.alloc(memberSize(name.length, data.length));
-    const off = encodeHeader(buf, 0, { ino: ino++, mode: 0o100644, uid: 0, gid: 0, nlink: 1, mtime: 1, filesize: data.length, devMajor: 0, devMinor: 0, rdevMajor: 0, rdevMinor: 0 }, name);
-    buf.write(data, off);
-    parts.push(buf);
-  }
-  if (trailer) {
-    const t = Buffer.alloc(124);
-    encodeTrailer(t, 0);
-    parts.push(t);
-  }
-  return Buffer.concat(parts);
-}
+const archive = (files: Record<string, string>) => encodeArchive(Object.entries(files).map(([name, data]) => ({ name, mode: 0o100644, data })));
 
 const tool = (cmd: string, args: string[]) => (input: Buffer) => execFileSync(cmd, args, { input });
 const COMPRESS: Record<string, (b: Buffer) => Buffer> = {
@@ -89,6 +75,27 @@ describe('images made of members in several formats, as the kernel reads them', 
     const order = ['none', 'gzip', 'zstd', 'bzip2', 'xz', 'lzo', 'none', 'lzma'].filter((f) => available.includes(f));
     await check('all', order.map((format) => ({ format, pad: 4 })));
     if (available.includes('lz4')) await check('then-lz4', [{ format: 'zstd', pad: 0 }, { format: 'lz4', pad: 0 }]);
+  });
+
+  it('a gzip member bigger than the read-ahead (backpressure) ends where its trailer says, then zstd', async () => {
+    const noise = Buffer.alloc(3 << 20);
+    for (let i = 0; i < noise.length; i += 64) createHash('sha512').update(String(i)).digest().copy(noise, i);
+    const image = join(dir, 'big-gz');
+    const first = encodeArchive([{ name: 'noise', mode: 0o100644, data: noise }]);
+    await writeFile(image, Buffer.concat([gzipSync(first, { level: 1 }), gzipSync(archive({ second: 'member' })), COMPRESS.zstd!(archive({ z: 'x' }))]));
+    const info = await inspectImage(image);
+    expect(info.segments.map((s) => [s.compression, s.entries])).toEqual([['gzip', 2], ['zstd', 1]]);
+  });
+
+  it('an xz member holding an .xz file (stored verbatim by LZMA2) ends at its own footer, not the inner one', async () => {
+    const inner = execFileSync('xz', ['-q', '-c', '--check=crc32'], { input: Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7919) % 251)) });
+    const files = { 'a.ko.xz': inner.toString('latin1'), b: 'after' };
+    const image = join(dir, 'xz-in-xz');
+    const plain = encodeArchive(Object.entries(files).map(([name, data]) => ({ name, mode: 0o100644, data: Buffer.from(data, 'latin1') })));
+    await writeFile(image, Buffer.concat([execFileSync('xz', ['-q', '-c', '-0', '--check=crc32'], { input: plain }), COMPRESS.zstd!(archive({ c: 'x' }))]));
+    const info = await inspectImage(image);
+    expect(info.segments.map((s) => s.compression)).toEqual(['xz', 'zstd']);
+    expect(info.entries.map((e) => e.name)).toEqual(['a.ko.xz', 'b', 'c']);
   });
 
   it('what cannot be read is an error naming the place, never a silent short listing', async () => {

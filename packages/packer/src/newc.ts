@@ -208,3 +208,39 @@ export function splitDev(dev: number): { major: number; minor: number } {
   const minor = (lo & 0xff) | (((lo >>> 12) | ((hi & 0xfff) << 20)) & 0xffff_ff00);
   return { major: major >>> 0, minor: minor >>> 0 };
 }
+
+/** One member for encodeArchive: the fields that matter, sensible defaults for the rest. */
+export interface ArchiveMember {
+  /** Bytes of the name (a string is UTF-8). */
+  name: string | Buffer;
+  mode: number;
+  data?: string | Buffer;
+  ino?: number;
+  nlink?: number;
+  mtime?: number;
+  rdev?: [number, number];
+}
+
+/**
+ * A small newc archive in memory, members as given (no sorting, no checks: tests use it
+ * to build hostile archives), then TRAILER!!! unless `trailer` is false. The packer's
+ * streaming writer (writer.ts) is what makes real images.
+ */
+export function encodeArchive(members: readonly ArchiveMember[], trailer = true): Buffer {
+  const parts: Buffer[] = [];
+  let ino = 100;
+  for (const m of members) {
+    const name = typeof m.name === 'string' ? Buffer.from(m.name) : m.name;
+    const data = m.data === undefined ? Buffer.alloc(0) : Buffer.from(m.data);
+    const buf = Buffer.alloc(memberSize(name.length, data.length));
+    const off = encodeMember(buf, 0, name.toString('latin1'), m.ino ?? ino++, m.mode, 0, 0, m.nlink ?? 1, m.mtime ?? 1_600_000_000, data.length, 0, 0, m.rdev?.[0] ?? 0, m.rdev?.[1] ?? 0, 0);
+    data.copy(buf, off);
+    parts.push(buf);
+  }
+  if (trailer) {
+    const t = Buffer.alloc(TRAILER_SIZE);
+    encodeTrailer(t, 0);
+    parts.push(t);
+  }
+  return Buffer.concat(parts);
+}

@@ -66,7 +66,7 @@ const expectedFailure = (error: unknown) => {
 };
 
 describe('a directory swapped for a symlink while we work', () => {
-  it('pack never reads through it', { timeout: 60_000 }, async () => {
+  it('pack never reads through it', { timeout: 180_000 }, async () => {
     const tree = join(base, 'tree');
     const secret = join(base, 'secret');
     mkdirSync(join(tree, 'd'), { recursive: true });
@@ -94,7 +94,7 @@ describe('a directory swapped for a symlink while we work', () => {
     expect(packed + refused).toBeGreaterThan(0);
   });
 
-  it('extract never writes through it', { timeout: 60_000 }, async () => {
+  it('extract never writes through it', { timeout: 180_000 }, async () => {
     // An archive of d/ with many files, made from a tree (no race while packing it).
     const src = join(base, 'src');
     mkdirSync(join(src, 'd/sub'), { recursive: true });

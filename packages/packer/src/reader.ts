@@ -265,12 +265,12 @@ async function* gunzipRun(fd: number, start: number, size: number, what: string,
       if (!ended) failed ??= error;
     });
     const pump = (async () => {
-      for (let q = p; q < size && !ended && !failed; ) {
+      for (let q = p; q < size && !ended && !failed && !inflate.destroyed; ) {
         const buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, size - q));
         const n = await readAsync(fd, buf, q);
         if (n === 0) break;
         q += n;
-        if (!inflate.write(buf.subarray(0, n))) {
+        if (!inflate.write(buf.subarray(0, n)) && !ended && !inflate.destroyed) {
           await new Promise<void>((resolve) => {
             const done = () => {
               inflate.off('drain', done).off('end', done).off('error', done).off('close', done);
@@ -280,17 +280,22 @@ async function* gunzipRun(fd: number, start: number, size: number, what: string,
           });
         }
       }
-      if (!ended && !failed) inflate.end();
+      if (!ended && !failed && !inflate.destroyed) inflate.end();
     })();
     pump.catch((error: unknown) => inflate.destroy(error as Error));
     let crc = 0;
     let length = 0;
+    let consumed = 0;
     try {
       for await (const chunk of inflate) {
         crc = crc32(chunk as Buffer, crc);
         length = (length + (chunk as Buffer).length) % 0x1_0000_0000;
         yield chunk as Buffer;
       }
+      // The member ended: the pump may be waiting for a 'drain' that will never come now
+      // (zlib stops taking input at the end of the deflate stream); closing releases it.
+      consumed = inflate.bytesWritten;
+      inflate.destroy();
       await pump;
     } catch (error) {
       if (error instanceof UserError) throw error;
@@ -299,7 +304,7 @@ async function* gunzipRun(fd: number, start: number, size: number, what: string,
       inflate.destroy();
     }
     if (failed) throw corrupt(`${what}: gzip: ${failed.message}`);
-    p += inflate.bytesWritten;
+    p += consumed;
     const trailer = Buffer.alloc(8);
     if (p + 8 > size || readSync(fd, trailer, 0, 8, p) !== 8) throw corrupt(`${what}: gzip member at byte ${pos} is truncated`);
     if (trailer.readUInt32LE(0) !== crc >>> 0 || trailer.readUInt32LE(4) !== length) {

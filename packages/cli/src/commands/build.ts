@@ -20,6 +20,8 @@ export default class Build extends BaseCommand {
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     'kernel-output': Flags.string({ description: 'also write the kernel image (vmlinuz) of each kernel here ({kver} is replaced)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
+    'kernel-image': Flags.string({ description: "the kernel put into the UKI (default: the kernel package's, or /boot/vmlinuz-KVER)" }),
+    extension: Flags.string({ description: 'a sysext image (X.raw) to deliver with the UKI, in NAME.efi.extra.d/ (repeatable)', multiple: true }),
   };
 
   async run(): Promise<void> {
@@ -35,6 +37,8 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
+      ...(flags.extension && { extensions: flags.extension }),
+      ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
       logger: this.logger,
     });
     if (flags.json) this.printJson(result);
@@ -45,7 +49,9 @@ export default class Build extends BaseCommand {
 export function renderSummary(result: BuildResult): string {
   const lines: string[] = [];
   for (const image of result.images) {
-    lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
+    const kind = image.format === 'uki' ? `UKI${image.signed ? ', signed' : ''}, initrd ${result.compression}` : result.compression;
+    lines.push(`${image.path}: ${formatBytes(image.bytes)} (${kind}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
+    for (const ext of image.extensions) lines.push(`  extension ${ext}`);
     lines.push(`  sha256 ${image.sha256}`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
