@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -11,8 +11,10 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
+import { prepareTools, type ToolsManifest } from './tools.js';
+import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
 
 export interface BuildOptions {
   config: ImageConfig;
@@ -97,6 +99,8 @@ export interface BuildResult {
   compression: string;
   /** Whether the pruned installroot came from the cache. */
   cache: 'hit' | 'miss' | 'disabled';
+  /** Where depmod, xz … came from: the tools root's packages, or the host. */
+  tools: ToolsManifest;
 }
 
 /**
@@ -219,11 +223,6 @@ export function outputPathFor(config: ImageConfig, kernelVersion: string, kernel
   return resolve(output);
 }
 
-/** What identifies a repository set (the metadata freshness record is kept per set). */
-function repositoryKey(config: ImageConfig): string {
-  return digestOf([config.packageManager, config.distribution, config.release, config.architecture, config.mirror, config.repositories, config.components, config.repositoryKeyCheck, config.repositoryKeys]);
-}
-
 /**
  * Everything that determines the pruned installroot: the repositories and their
  * metadata digest, the package set, what is pruned, the epoch given to maintainer
@@ -282,17 +281,16 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // mirror again: that is what makes a warm rebuild take seconds, not a network trip.
     let metadataDigest: string | undefined;
     if (useCache) {
-      metadataDigest = await phases.time('metadata', async () => {
-        const repoKey = repositoryKey(config);
-        const state = await readMetadataState(cacheDir, repoKey);
-        const maxAge = (options.metadataMaxAgeSeconds ?? 3600) * 1000;
-        if (state && !options.refresh && Date.now() - state.refreshedAt < maxAge) return state.digest;
-        progress.update('refreshing repository metadata');
-        const digest = await resolver.refresh({ config, cacheDir, logger });
-        await writeMetadataState(cacheDir, repoKey, { digest, refreshedAt: Date.now() });
-        return digest;
-      });
+      metadataDigest = await phases.time('metadata', () =>
+        repositoryMetadataDigest({ resolver, config, cacheDir, logger, refresh: options.refresh, maxAgeSeconds: options.metadataMaxAgeSeconds, onRefresh: () => progress.update('refreshing repository metadata') }),
+      );
     }
+
+    // Build tools from packages (ToolsTree=), so the host's versions never change an image.
+    progress.update('preparing the tools root');
+    const tools = await phases.time('tools', () =>
+      prepareTools({ config, cacheDir, metadataDigest, logger, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
+    );
 
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
@@ -329,7 +327,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
     const images = await Promise.all(
       kernels.map((kernel, i) =>
-        limit(async (): Promise<ImageResult> => {
+        limit(() => withToolsRoot(tools.toolsRoot, async (): Promise<ImageResult> => {
           // A cached root is shared: each image gets a hard-linked copy to add modules to
           // (nothing rewrites a file in place, and the cache is verified before every use).
           const ownRoot = !prepared.shared && kernels.length === 1;
@@ -408,6 +406,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               missingFirmware: modules.missingFirmware,
               extensions,
               pruned: prepared.prune,
+              tools: tools.manifest,
             });
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
@@ -428,7 +427,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             extensions,
             emergencyShell,
           };
-        }),
+        })),
       ),
     );
     progress.done();
@@ -443,6 +442,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       warnings: prepared.warnings,
       compression: config.compression,
       cache: prepared.cache,
+      tools: tools.manifest,
     };
   } catch (error) {
     progress.done();

@@ -222,13 +222,16 @@ export const KERNEL_CACHE_FORMAT = 1;
  */
 export const KERNEL_CACHE_DIR = 'staged-kernels';
 
+/** Where verified tools roots live (build tools unpacked from packages: tools.ts). */
+export const TOOLS_CACHE_DIR = 'tools';
+
 interface StagedMeta extends VerifiedMeta {
   format: number;
   name: string;
 }
 
 /**
- * A cached staging tree under CACHE/KIND/NAME/root (kernel packages unpacked), made and
+ * A cached staging tree under CACHE/KIND/NAME/root (kernel packages, tools roots), made and
  * checked like the installroot cache: filled under a temporary name, digested, renamed;
  * verified before every use, and unpacked again when it does not match. `produce` calls
  * `fill(NAME)` once it knows the entry's name: undefined means a verified entry exists
@@ -296,7 +299,7 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), 'metadata']) {
+  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), TOOLS_CACHE_DIR, join(TOOLS_CACHE_DIR, 'index'), 'metadata']) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
@@ -343,7 +346,7 @@ export interface CleanResult {
 }
 
 /**
- * `cache clean`: installroots, unpacked kernels, work dirs; with `all`, downloads too.
+ * `cache clean`: installroots, unpacked kernels and tools roots, work dirs; with `all`, downloads too.
  * Takes the cache lock exclusively: builds hold it shared for their whole run, so
  * nothing is removed from under a running build; with one running this fails at once.
  */
@@ -361,7 +364,7 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
   }
   try {
-    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', 'work', 'metadata', 'sysext'];
+    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, 'work', 'metadata', 'sysext'];
     if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];
     let bytes = 0;

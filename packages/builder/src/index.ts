@@ -4,6 +4,8 @@ export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
 export { cleanCache, treeDigest, ROOT_CACHE_FORMAT } from './cache.js';
 export type { CleanResult, RootCacheMeta } from './cache.js';
+export { prepareTools } from './tools.js';
+export type { PreparedTools, ToolsManifest } from './tools.js';
 export { applyEmergencyShell, EMERGENCY_SHELL_DISABLED } from './initrd.js';
 export { writeUki, readUki, inspectUki, formatUkiInspect, isPeImage, placeUkiExtensions, STUB_PATH } from './uki.js';
 export type { UkiInput, UkiInfo, UkiInspectResult } from './uki.js';

@@ -14,6 +14,7 @@ export const configFlags = {
   output: Flags.string({ char: 'o', description: 'output image path ({kver} is replaced; a trailing / names a directory)' }),
   mirror: Flags.string({ description: 'override Mirror=' }),
   'no-repository-key-check': Flags.boolean({ description: 'accept unsigned repositories (RepositoryKeyCheck=no)' }),
+  'tools-tree': Flags.string({ description: 'where build tools come from: default (packages of the preset), host, or a preset name (ToolsTree=)' }),
   format: Flags.string({ description: 'cpio (an initrd) | uki (systemd-stub + kernel + initrd, Format=)', options: ['cpio', 'uki'] }),
   'kernel-command-line': Flags.string({ description: "the UKI's .cmdline (KernelCommandLine=)" }),
   'sign-key': Flags.string({ description: 'sign the UKI for Secure Boot with this PEM key (SecureBootKey=)' }),
@@ -32,6 +33,7 @@ export type ConfigFlagValues = {
   output?: string;
   mirror?: string;
   'no-repository-key-check'?: boolean;
+  'tools-tree'?: string;
   format?: string;
   'kernel-command-line'?: string;
   'sign-key'?: string;
@@ -53,6 +55,7 @@ export async function loadConfigFromFlags(flags: ConfigFlagValues): Promise<Imag
       ...(flags.output !== undefined && { output: flags.output }),
       ...(flags.mirror !== undefined && { mirror: flags.mirror }),
       ...(flags['no-repository-key-check'] && { repositoryKeyCheck: false }),
+      ...(flags['tools-tree'] !== undefined && { toolsTree: flags['tools-tree'] }),
       ...(flags.format !== undefined && { format: flags.format }),
       ...(flags['kernel-command-line'] !== undefined && { kernelCommandLine: flags['kernel-command-line'] }),
       ...(flags['sign-key'] !== undefined && { secureBootKey: resolve(flags['sign-key']) }),

@@ -2,7 +2,24 @@ export { ERROR_CODES, UserError, isUserError, isErrnoException, exitStatusOf, en
 export type { ErrorCode, UserErrorOptions } from './errors.js';
 export { createLogger, getLogger, setLogger, silentLogger } from './logger.js';
 export type { Logger, LoggerOptions } from './logger.js';
-export { run, shellQuote, formatCommand, lastLines, hasCommand, requireCommands } from './run.js';
+export { run, shellQuote, formatCommand, lastLines, hasCommand, requireCommands, childEnvironment } from './run.js';
+export {
+  resolveTool,
+  resolveToolSync,
+  withToolsRoot,
+  currentToolsRoot,
+  findSystemTool,
+  elfInterpreter,
+  realpathInRoot,
+  toolsRootInvocation,
+  checkToolLibraries,
+  packageForTool,
+  SYSTEM_TOOL_DIRS,
+  SYSTEM_PATH,
+  HOST_TOOLS,
+  TOOL_PACKAGES,
+} from './tools.js';
+export type { ToolsRoot, ResolvedTool } from './tools.js';
 export type { RunOptions, RunResult } from './run.js';
 export {
   safeComponents,

@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { UserError } from './errors.js';
+import { findSystemTool } from './tools.js';
 
 /**
  * Who owns a temporary file or directory: "PID-STARTTIME", where STARTTIME is field 22
@@ -38,7 +39,6 @@ export function isOwnerAlive(token: string): boolean {
   return start !== undefined && start === m[2];
 }
 
-const FLOCK_PATHS = ['/usr/bin/flock', '/bin/flock', '/usr/sbin/flock', '/sbin/flock'];
 
 export interface FileLock {
   release(): Promise<void>;
@@ -54,8 +54,8 @@ export interface FileLock {
 export async function lockFile(path: string, options: { shared?: boolean; wait?: boolean } = {}): Promise<FileLock | undefined> {
   const args = [options.shared ? '-s' : '-x', ...(options.wait === false ? ['-n', '-E', '75'] : []), path, '-c', 'echo locked; exec cat >/dev/null'];
   // By absolute path, never through the caller's PATH (issue 10 item 4: a planted
-  // node_modules/.bin/flock would run as root). TODO: the common tool resolver, once merged.
-  const flock = FLOCK_PATHS.find((p) => existsSync(p)) ?? '/usr/bin/flock';
+  // node_modules/.bin/flock would run as root): the fixed system directories (tools.ts).
+  const flock = findSystemTool('flock') ?? '/usr/bin/flock';
   const child: ChildProcess = spawn(flock, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const outcome = await new Promise<'locked' | 'busy' | Error>((resolve) => {
     let out = '';
@@ -102,7 +102,7 @@ export async function lockFile(path: string, options: { shared?: boolean; wait?:
  * its temporaries. For tests of the stale-temporary rules (it starts and kills `sleep`).
  */
 export async function exitedOwnerToken(): Promise<string> {
-  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  const child = spawn(findSystemTool('sleep') ?? '/bin/sleep', ['30'], { stdio: 'ignore' });
   await new Promise((resolve) => child.once('spawn', resolve));
   const token = `${child.pid}-${processStartTime(child.pid!) ?? '0'}`;
   child.kill('SIGKILL');

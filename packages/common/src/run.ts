@@ -1,5 +1,6 @@
 import type { Options as ExecaOptions } from 'execa';
 import { UserError, isErrnoException } from './errors.js';
+import { SYSTEM_PATH, packageForTool, resolveTool, type ResolvedTool } from './tools.js';
 
 /** Quote one argument so that the printed command line can be pasted into a shell. */
 export function shellQuote(arg: string): string {
@@ -45,14 +46,17 @@ export interface RunResult {
  * carries the command line (copy-pasteable) and whose hint carries the end of stderr.
  */
 export async function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-  const command = formatCommand(file, args, options.env);
+  // By absolute path, from the build's tools root or the fixed system directories; never
+  // through the caller's PATH (packages/common/src/tools.ts says why).
+  const tool = await resolveTool(file);
+  const command = formatCommand(tool.path, args, options.env);
   const execaOptions: ExecaOptions = {
     reject: false,
     stripFinalNewline: false,
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
     ...(options.cwd !== undefined && { cwd: options.cwd }),
-    ...(options.env !== undefined && { env: options.env }),
+    env: childEnvironment(tool, options.env),
     ...(options.cleanEnv && { extendEnv: false }),
     ...(options.input !== undefined && { input: options.input }),
     ...(options.timeoutMs !== undefined && { timeout: options.timeoutMs }),
@@ -62,7 +66,7 @@ export async function run(file: string, args: readonly string[], options: RunOpt
   // execa is loaded on first use: most CLI invocations (pack, inspect) never spawn anything,
   // and start-up time is measured by the benchmarks.
   const { execa } = await import('execa');
-  const result = await execa(file, args as string[], execaOptions);
+  const result = await execa(tool.file, [...tool.prefixArgs, ...args], execaOptions);
   const runResult: RunResult = {
     command,
     exitCode: typeof result.exitCode === 'number' ? result.exitCode : -1,
@@ -71,9 +75,7 @@ export async function run(file: string, args: readonly string[], options: RunOpt
   };
   const cause = (result as { cause?: unknown }).cause;
   if (isErrnoException(cause) && cause.code === 'ENOENT' && result.exitCode === undefined) {
-    throw new UserError('MISSING_TOOL', `${file} is not installed`, {
-      hint: `install the package that provides ${file} (e.g. apt-get install …)`,
-    });
+    throw new UserError('MISSING_TOOL', `${file} is not installed`, { hint: `apt-get install ${packageForTool(file)}` });
   }
   const ok = options.okExitCodes ?? [0];
   if (result.failed || !ok.includes(runResult.exitCode)) {
@@ -101,19 +103,28 @@ export function lastLines(text: string, n: number): string {
     .join('\n');
 }
 
-/** Is a program on PATH? */
-export async function hasCommand(name: string): Promise<boolean> {
-  const { execa } = await import('execa');
-  const result = await execa('sh', ['-c', `command -v ${shellQuote(name)}`], { reject: false });
-  return result.exitCode === 0;
+/**
+ * The environment of a child: PATH is always the fixed system directories (a shell
+ * pipeline, apt's methods and dpkg's helpers then resolve like `run` does), plus what a
+ * tools-root program needs to read its own root's configuration. The caller's values win.
+ */
+export function childEnvironment(tool: ResolvedTool, env: Record<string, string | undefined> | undefined): Record<string, string | undefined> {
+  return { PATH: SYSTEM_PATH, ...tool.env, ...env };
 }
 
-export async function requireCommands(names: readonly string[], hint?: string): Promise<void> {
-  for (const name of names) {
-    if (!(await hasCommand(name))) {
-      throw new UserError('MISSING_TOOL', `${name} is not installed`, {
-        hint: hint ?? `install it with your package manager (Debian: apt-get install the package providing ${name})`,
-      });
-    }
+/** Can `name` be run (from the tools root of this build, or the system directories)? */
+export async function hasCommand(name: string): Promise<boolean> {
+  try {
+    await resolveTool(name);
+    return true;
+  } catch (error) {
+    if (error instanceof UserError && error.code === 'MISSING_TOOL') return false;
+    throw error;
   }
+}
+
+/** Fail early, naming the package to install, when a program is missing. */
+export async function requireCommands(names: readonly string[], _hint?: string): Promise<void> {
+  // Each error from resolveTool names the package (host) or the ToolsTreePackages= fix.
+  for (const name of names) await resolveTool(name);
 }

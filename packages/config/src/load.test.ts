@@ -56,6 +56,21 @@ describe('loadConfig', () => {
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [bad] })).rejects.toThrow(/bad.conf:2: Output.CompressOutput: unknown compression "brotli"/);
   });
 
+  it('reads [Build] ToolsTree= (default, host or a preset name, never a path) and ToolsTreePackages=', async () => {
+    const plain = await loadConfig({ preset: 'mini', ...opts() });
+    expect(plain.toolsTree).toBe('default');
+    expect(plain.toolsTreePackages).toEqual([]);
+    const tools = join(dir, 'tools.conf');
+    await writeFile(tools, '[Build]\nToolsTree=debian-12\nToolsTreePackages=kmod squashfs-tools\n');
+    const named = await loadConfig({ preset: 'mini', ...opts(), configFiles: [tools] });
+    expect(named.toolsTree).toBe('debian-12');
+    expect(named.toolsTreePackages).toEqual(['kmod', 'squashfs-tools']);
+    expect((await loadConfig({ preset: 'mini', ...opts(), configFiles: [tools], overrides: { toolsTree: 'host' } })).toolsTree).toBe('host');
+    await writeFile(tools, '[Build]\nToolsTree=/etc/shadow\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [tools] })).rejects.toThrow(/tools.conf:2: Build.ToolsTree: invalid tools tree "\/etc\/shadow"/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { toolsTree: '../x.conf' } })).rejects.toThrow(/invalid tools tree/);
+  });
+
   it('rejects an unknown preset with the list of known ones', async () => {
     const error = await loadConfig({ preset: 'nope', ...opts() }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UserError);

@@ -18,6 +18,7 @@ export interface ConfigOverrides {
   repositoryKeyCheck?: boolean;
   kernelPackage?: string;
   kernelModulesRoot?: string;
+  toolsTree?: string;
   format?: string;
   kernelCommandLine?: string;
   secureBootKey?: string;
@@ -204,6 +205,12 @@ function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
   // An explicit empty --kernel-package means "modules from the host": the key is present, the value undefined.
   if ('kernelPackage' in o) config.kernelPackage = o.kernelPackage;
   if (o.kernelModulesRoot !== undefined) config.kernelModulesRoot = o.kernelModulesRoot;
+  if (o.toolsTree !== undefined) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.toolsTree) || o.toolsTree.endsWith('.conf')) {
+      throw new UserError('USAGE', `invalid tools tree "${o.toolsTree}"`, { hint: 'use default, host, or the name of a preset' });
+    }
+    config.toolsTree = o.toolsTree;
+  }
   if (o.format !== undefined) {
     if (!(OUTPUT_FORMATS as readonly string[]).includes(o.format)) {
       throw new UserError('USAGE', `unknown format "${o.format}"`, { hint: `use one of: ${OUTPUT_FORMATS.join(', ')}` });
@@ -314,6 +321,10 @@ export function renderConfig(config: ImageConfig): string {
     '[Validation]',
     ...line('SecureBootKey', config.secureBootKey),
     ...line('SecureBootCertificate', config.secureBootCertificate),
+    '',
+    '[Build]',
+    ...line('ToolsTree', config.toolsTree),
+    ...line('ToolsTreePackages', config.toolsTreePackages),
     '',
   ].join('\n');
 }

@@ -47,6 +47,14 @@ export interface ImageConfig {
   compression: Compression;
   compressionLevel: number | undefined;
   output: string | undefined;
+  /**
+   * Where build tools (depmod, mksquashfs, veritysetup, xz …) come from: 'default' (a tools
+   * root unpacked from this configuration's own repositories), 'host' (the host's system
+   * directories), or a preset name (that preset's repositories and ToolsTreePackages=).
+   */
+  toolsTree: string;
+  /** Packages unpacked into the tools root (mkosi's ToolsTreePackages=). */
+  toolsTreePackages: string[];
   format: OutputFormat;
   /** The UKI's .cmdline (whitespace normalised); undefined: none. */
   kernelCommandLine: string | undefined;
@@ -61,7 +69,7 @@ export interface ImageConfig {
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions';
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages';
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
 interface KeySpec {
@@ -133,6 +141,12 @@ function parsePackageManager(value: string, where: Assignment): PackageManager {
 function parseLevel(value: string, where: Assignment): number {
   if (!/^-?\d+$/.test(value)) fail(where, `expected a whole number, got ${shown(value)}`);
   return Number(value);
+}
+
+/** default | host | a preset name: a name, never a path (a path would let data pick a host file). */
+export function parseToolsTree(value: string, where: Assignment): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(value) && !value.endsWith('.conf')) return value;
+  fail(where, `invalid tools tree "${value}"`, 'use default, host, or the name of a preset');
 }
 
 function parseFormat(value: string, where: Assignment): OutputFormat {
@@ -207,6 +221,10 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     SecureBootKey: { field: 'secureBootKey' },
     SecureBootCertificate: { field: 'secureBootCertificate' },
   },
+  Build: {
+    ToolsTree: { field: 'toolsTree', parse: parseToolsTree },
+    ToolsTreePackages: { field: 'toolsTreePackages', list: true },
+  },
 };
 
 /** Lists where order and repetition carry meaning (include/exclude globs): never deduplicated. */
@@ -249,6 +267,8 @@ export function emptyConfig(preset: string): ImageConfig {
     compression: 'zstd',
     compressionLevel: undefined,
     output: undefined,
+    toolsTree: 'default',
+    toolsTreePackages: [],
     format: 'cpio',
     kernelCommandLine: undefined,
     secureBootKey: undefined,

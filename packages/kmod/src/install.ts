@@ -68,7 +68,7 @@ const FIRMWARE_SUFFIXES = ['', '.zst', '.xz'];
 function checkKernelVersion(kernelVersion: string): void {
   if (kernelVersion === '' || kernelVersion === '.' || kernelVersion === '..' || /[/\0]/.test(kernelVersion)) {
     throw new UserError('INPUT', `invalid kernel version: ${JSON.stringify(kernelVersion)}`, {
-      hint: 'a kernel version is a directory name under /usr/lib/modules, e.g. 6.1.0-56-amd64',
+      hint: 'a kernel version is a directory name under /usr/lib/modules (uname -r names the running one)',
     });
   }
 }

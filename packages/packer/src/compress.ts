@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { UserError } from '@mkinitrd-pkg/common';
+import { UserError, childEnvironment, resolveToolSync } from '@mkinitrd-pkg/common';
 
 export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
@@ -163,17 +163,16 @@ export async function externalCompress(compression: Exclude<Compression, 'none' 
   return Buffer.concat(parts);
 }
 
-export function missingTool(name: string): UserError {
-  return new UserError('MISSING_TOOL', `${name} is not installed`, { hint: `install it (Debian: apt-get install ${name === 'xz' ? 'xz-utils' : name})` });
-}
-
 /** Spawn a filter process; ENOENT becomes MISSING_TOOL. stderr is collected (last 4 KiB). */
 export function spawnFilter(
   cmd: string,
   args: string[],
   stdout: 'pipe' | number,
 ): { child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> } {
-  const child = spawn(cmd, args, { stdio: ['pipe', stdout, 'pipe'] });
+  // By absolute path from the tools root or the system directories, never PATH
+  // (packages/common/src/tools.ts); a missing program throws MISSING_TOOL naming its package.
+  const tool = resolveToolSync(cmd);
+  const child = spawn(tool.file, [...tool.prefixArgs, ...args], { stdio: ['pipe', stdout, 'pipe'], env: { ...process.env, ...childEnvironment(tool, undefined) } });
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => {
@@ -181,8 +180,7 @@ export function spawnFilter(
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve, reject) => {
     child.once('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') reject(missingTool(cmd));
-      else reject(new UserError('COMMAND_FAILED', `cannot run ${cmd}: ${error.message}`));
+      reject(new UserError('COMMAND_FAILED', `cannot run ${tool.path}: ${error.message}`));
     });
     child.once('close', (code, signal) => resolve({ code, signal, stderr }));
   });

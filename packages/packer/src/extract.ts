@@ -36,7 +36,7 @@ import {
 } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { UserError, getLogger, isErrnoException, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, childEnvironment, getLogger, isErrnoException, resolveToolSync, type Logger } from '@mkinitrd-pkg/common';
 import { readImage, type CpioEntry } from './reader.js';
 import { DirWalker, at, openRoot, whyNotDir } from './dirfd.js';
 
@@ -447,7 +447,14 @@ class NodeMaker {
         cmd = 'python3';
         args = ['-c', 'import os, stat, sys; os.mknod(sys.argv[1], stat.S_IFSOCK | 0o600)', forChild];
     }
-    const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+    // By absolute path, never the caller's PATH (packages/common/src/tools.ts).
+    let tool;
+    try {
+      tool = resolveToolSync(cmd);
+    } catch {
+      return `${cmd} is not installed`;
+    }
+    const r = spawnSync(tool.file, [...tool.prefixArgs, ...args], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...childEnvironment(tool, undefined) } });
     if (r.error || r.status !== 0) {
       if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return `${cmd} is not installed`;
       const why = (r.stderr ?? '').trim().split('\n').pop() || `${cmd} failed`;

@@ -15,3 +15,4 @@ export { runInMountNamespace, systemMounts } from './namespace.js';
 export type { NamespaceMount } from './namespace.js';
 export { createResolver } from './registry.js';
 export type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
+export { toolsTreeConfig, unpackToolsRoot, checkToolsRoot } from './tools.js';

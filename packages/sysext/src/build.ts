@@ -1,6 +1,7 @@
 import { mkdir, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
+import { prepareTools, type ToolsManifest } from '@mkinitrd-pkg/builder';
 import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
@@ -74,6 +75,8 @@ export interface SysextBuildResult {
   certificateFingerprint?: string;
   partitions: SysextPartition[];
   pruned: PruneReport;
+  /** Where mksquashfs, veritysetup … came from: the tools root's packages, or the host. */
+  tools: ToolsManifest;
   dropped: {
     /** Entries byte-identical to the base's (reinstalled dependencies of a base without a package database). */
     identical: number;
@@ -146,7 +149,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
   const verity = Boolean(options.verity || identity);
   const output = await resolveOutput(options.output, definition);
   requireRoot('building a sysext');
-  await requireCommands(['unshare', 'setpriv', 'sfdisk', format === 'squashfs' ? 'mksquashfs' : 'mkfs.erofs', ...(verity ? ['veritysetup'] : []), ...(identity ? ['openssl'] : [])]);
+  await requireCommands(['unshare', 'setpriv']);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
   const progress = createProgress('mkinitrd-pkg sysext');
@@ -166,6 +169,11 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       logger,
     });
     const baseRelease = await readBaseRelease(base.root);
+    // The image tools come from packages of the base's preset (ToolsTree=), not the host.
+    progress.update('preparing the tools root');
+    const tools = await prepareTools({ config: base.config, cacheDir, logger, ...(options.presetDirs && { presetDirs: options.presetDirs }), ...(options.dropInDirs && { dropInDirs: options.dropInDirs }) });
+    const withTools = <T>(body: () => Promise<T>) => withToolsRoot(tools.toolsRoot, body);
+    await withTools(() => requireCommands(['sfdisk', format === 'squashfs' ? 'mksquashfs' : 'mkfs.erofs', ...(verity ? ['veritysetup'] : []), ...(identity ? ['openssl'] : [])]));
     const resolver = createResolver(base.config.packageManager);
     const ignore = [...new Set([...STATE_PATHS, ...resolver.databasePaths])];
 
@@ -259,7 +267,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
 
     progress.update(`making the ${format} file system`);
     const data = join(workDir, `data.${format}`);
-    await makeFilesystem({ format, source: staging, output: data, sourceDateEpoch, contentDigest: tree.digest });
+    await withTools(() => makeFilesystem({ format, source: staging, output: data, sourceDateEpoch, contentDigest: tree.digest }));
     const filesystemBytes = (await stat(data)).size;
     await rm(staging, { recursive: true, force: true });
 
@@ -269,14 +277,15 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
     let signature: Buffer | undefined;
     if (verity) {
       progress.update('dm-verity');
-      const v = await formatVerity(data, join(workDir, 'verity.hash'));
+      const v = await withTools(() => formatVerity(data, join(workDir, 'verity.hash')));
       roothash = v.roothash;
       const uuids = rootHashUuids(roothash);
       parts.push({ role: 'root', name: partitionName(output.name), uuid: uuids.data, content: data, bytes: filesystemBytes });
       parts.push({ role: 'root-verity', name: partitionName(output.name, '-verity'), uuid: uuids.verity, content: v.hashPath, bytes: v.hashBytes });
       if (identity) {
         progress.update('signing');
-        signature = await signRootHash(roothash, identity, workDir);
+        const id = identity;
+        signature = await withTools(() => signRootHash(roothash!, id, workDir));
         const sig = signaturePartition(roothash, identity.fingerprint, signature);
         parts.push({ role: 'root-verity-sig', name: partitionName(output.name, '-verity-sig'), uuid: derivedUuid('mkinitrd-pkg root-verity-sig', roothash), content: sig, bytes: sig.length });
       }
@@ -306,7 +315,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       await rm(`${stem}.roothash.p7s`, { force: true });
     }
     progress.update('writing the disk image');
-    const layout = await writeDdi(output.path, labelId, parts);
+    const layout = await withTools(() => writeDdi(output.path, labelId, parts));
     const sha256 = await sha256File(output.path);
     progress.done();
     logger.info({ path: output.path, bytes: layout.diskBytes, roothash }, 'sysext image written');
@@ -332,6 +341,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       ...(identity && { certificateFingerprint: identity.fingerprint }),
       partitions: layout.partitions,
       pruned,
+      tools: tools.manifest,
       dropped: { identical: diff.identical, deletions, outsideUsr: scopeCheck.droppedConfig, specialFiles: diff.skippedSpecial },
       flattenedAlternatives: diff.flattenedAlternatives,
       sourceDateEpoch,

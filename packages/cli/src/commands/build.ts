@@ -65,6 +65,7 @@ export function renderSummary(result: BuildResult): string {
     for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
+  lines.push(`tools: ${result.tools.tree === 'host' ? 'the host (ToolsTree=host)' : `${result.tools.distribution} ${result.tools.release} packages (${result.tools.packages.length}, ToolsTree=${result.tools.tree})`}`);
   lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);
   for (const rule of result.prune.rules.filter((r) => r.files > 0)) {
     lines.push(`  ${rule.name.padEnd(16)} ${formatBytes(rule.bytes).padStart(10)}  ${rule.files} files`);
