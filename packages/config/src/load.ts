@@ -1,9 +1,9 @@
 import { readFile, readdir } from 'node:fs/promises';
-import { basename, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, type Assignment } from './ini-lines.js';
-import { applyAssignments, emptyConfig, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
+import { applyAssignments, emptyConfig, lookupKey, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
 
 /** presets/ and sysext/ at the top of the source tree (data, not code). */
 export const BUILTIN_PRESET_DIR = fileURLToPath(new URL('../../../presets/', import.meta.url));
@@ -39,18 +39,50 @@ export interface LoadConfigOptions {
 export const DEFAULT_DROPIN_DIRS = ['/usr/lib/mkinitrd-pkg/mkinitrd-pkg.conf.d', '/etc/mkinitrd-pkg/mkinitrd-pkg.conf.d'];
 export const DEFAULT_PRESET_DIRS = ['/etc/mkinitrd-pkg/presets', '/usr/lib/mkinitrd-pkg/presets', BUILTIN_PRESET_DIR];
 
-async function readConfigFile(path: string): Promise<Assignment[]> {
+async function readConfigFile(path: string, including: readonly string[] = [], read: string[] = []): Promise<Assignment[]> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
+    const from = including.length > 0 ? ` (included from ${including.at(-1)})` : '';
     if (isErrnoException(error) && error.code === 'ENOENT') {
-      throw new UserError('CONFIG', `config file not found: ${path}`);
+      throw new UserError('CONFIG', `config file not found: ${path}${from}`);
     }
-    throw new UserError('CONFIG', `cannot read config file ${path}: ${(error as Error).message}`);
+    throw new UserError('CONFIG', `cannot read config file ${path}${from}: ${(error as Error).message}`);
   }
-  return parseIniAssignments(text, path);
+  const assignments = await expandIncludes(parseIniAssignments(text, path), [...including, path], read);
+  read.push(path);
+  return assignments;
 }
+
+/**
+ * `[Config] Include=FILE…` (mkosi's key): the named files' assignments take the place of
+ * the Include= line, so a later line of the including file overrides them. Relative
+ * paths are relative to the including file, which lets every preset share one
+ * file (presets/include/) wherever the presets are installed. A cycle is an error.
+ * Included files are added to `read` before the includer (lower precedence first).
+ */
+async function expandIncludes(assignments: Assignment[], stack: readonly string[], read: string[]): Promise<Assignment[]> {
+  const out: Assignment[] = [];
+  for (const a of assignments) {
+    if (a.section !== 'Config') {
+      out.push(a);
+      continue;
+    }
+    if (a.key !== 'Include') lookupKey(CONFIG_SECTION, a);
+    for (const name of a.value.split(/\s+/).filter(Boolean)) {
+      const path = resolve(dirname(a.file), name);
+      if (stack.includes(path)) {
+        throw new UserError('CONFIG', `${a.file}:${a.line}: Include=${name} includes itself (${[...stack, path].map((f) => basename(f)).join(' → ')})`);
+      }
+      out.push(...(await readConfigFile(path, stack, read)));
+    }
+  }
+  return out;
+}
+
+/** The [Config] section: only Include= (handled while reading, before the schema). */
+const CONFIG_SECTION: Record<string, Record<string, true>> = { Config: { Include: true } };
 
 export interface PresetInfo {
   name: string;
@@ -136,8 +168,9 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Image
   const config = emptyConfig(preset.name);
   const layers = [preset.path, ...(await dropInFiles(options.dropInDirs ?? DEFAULT_DROPIN_DIRS)), ...(options.configFiles ?? []).map((f) => resolve(f))];
   for (const file of layers) {
-    applyAssignments(config, await readConfigFile(file));
-    config.sources.push(file);
+    const read: string[] = [];
+    applyAssignments(config, await readConfigFile(file, [], read));
+    config.sources.push(...read);
   }
   applyOverrides(config, options.overrides ?? {});
   validateConfig(config);
