@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CLI, expectOneLineError, mkinitrdPkg } from './lib/cli.js';
-import { hostKernel } from '../scripts/lib/qemu.mjs';
 
 /**
  * sysext images proven by the tools that consume them: systemd-dissect recognises them,
@@ -228,9 +227,7 @@ describe('sysext build: lvm over the debian preset, verity + signature', () => {
   }, 300_000);
 });
 
-const kernel = await hostKernel();
-
-describe.skipIf(!kernel)('sysext build over an initrd image (--base IMAGE)', () => {
+describe('sysext build over an initrd image (--base IMAGE)', () => {
   it('keeps only what mdadm adds to the initrd, although the image has no package database', async () => {
     const out = join(dir, 'image');
     await mkdir(out);
@@ -238,7 +235,7 @@ describe.skipIf(!kernel)('sysext build over an initrd image (--base IMAGE)', () 
     // The initrd as `build` makes it; kernel modules do not matter here (fewer moving parts).
     const noModules = join(dir, 'no-modules.conf');
     await writeFile(noModules, '[Content]\nKernelModules=\n');
-    const built = await mkinitrdPkg(['build', '--preset', 'debian', '--config', noModules, '--kernel-version', kernel!.version, '--kernel-package', '', '--output', initrd, '--manifest', '', '--source-date-epoch', EPOCH, '--cache-dir', CACHE]);
+    const built = await mkinitrdPkg(['build', '--preset', 'debian', '--config', noModules, '--output', initrd, '--manifest', '', '--source-date-epoch', EPOCH, '--cache-dir', CACHE]);
     expect(built.exitCode, built.stderr).toBe(0);
     const r = await build(['--definition', 'raid', '--base', initrd, '--output', join(out, 'raid.raw'), '--verity']);
     expect(r.base.kind).toBe('image');

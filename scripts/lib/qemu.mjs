@@ -112,7 +112,8 @@ export function bootQemu({ kernel, initrd, rootImage, append, memoryMb = 1024 })
  * every few seconds: a key typed while sulogin sets up the terminal can be flushed.
  */
 export async function enterEmergencyShell(session, timeoutMs = 240_000) {
-  await session.waitFor('Press Enter for maintenance', timeoutMs);
+  // systemd 252: "Press Enter for maintenance"; 257: "Press Enter for system maintenance".
+  await session.waitFor(/Press Enter for (system )?maintenance/, timeoutMs);
   for (let attempt = 0; attempt < 12; attempt++) {
     const mark = session.output().length;
     session.type('\r');

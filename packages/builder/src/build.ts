@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, withAtomicOutput, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
@@ -24,6 +24,12 @@ export interface BuildOptions {
    * {kver}; '' for none (kernel-install copies every staged initrd* file into the entry).
    */
   manifest?: string;
+  /**
+   * Where to write each kernel's image (vmlinuz) beside the initrd: a path with {kver};
+   * undefined for none. The kernel comes from where the modules come from (the kernel
+   * package's staging root, or the host's /boot), so a boot needs nothing else.
+   */
+  kernelOutput?: string;
   /** Use and fill the installroot cache (default true). */
   useCache?: boolean;
   /** Fetch repository metadata even if it is fresh enough. */
@@ -45,6 +51,8 @@ export interface ImageResult {
   modules: string[];
   firmware: string[];
   modulesSource: string;
+  /** Where the kernel image was written (--kernel-output), if asked for. */
+  kernelImagePath: string | undefined;
 }
 
 export interface PhaseTiming {
@@ -266,9 +274,15 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
-    for (const out of outputs) {
-      if (!(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
+    const kernelOutputs = kernels.map((k) => (options.kernelOutput ? resolve(options.kernelOutput.replaceAll('{kver}', k.kernelVersion)) : undefined));
+    if (kernels.length > 1 && options.kernelOutput && !options.kernelOutput.includes('{kver}')) {
+      throw new UserError('USAGE', `--kernel-output ${options.kernelOutput} names one file but ${kernels.length} kernels are built`, { hint: 'put {kver} in the kernel output name' });
     }
+    for (const out of [...outputs, ...kernelOutputs]) {
+      if (out && !(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
+    }
+    // The kernel image must exist before any work is done for it.
+    const kernelImages = await Promise.all(kernels.map((k, i) => (kernelOutputs[i] ? findKernelImage(k) : undefined)));
 
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
 
@@ -323,7 +337,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             });
           }
           if (imageRoot !== prepared.root) await rm(imageRoot, { recursive: true, force: true });
+          const kernelImagePath = kernelOutputs[i];
+          if (kernelImagePath) await copyAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
+            kernelImagePath,
             kernelVersion: kernel.kernelVersion,
             path: output,
             manifestPath,
@@ -422,6 +439,23 @@ function pick(meta: { packages: InstalledPackage[]; sourceDateEpoch: number; pru
 
 function stripSlash(pattern: string): string {
   return pattern.replace(/^\/+/, '');
+}
+
+/**
+ * The kernel image that belongs to these modules: `boot/vmlinuz-KVER` in the kernel
+ * package's staging root (Debian's and Fedora's packages both ship it there; Fedora also
+ * keeps a copy as usr/lib/modules/KVER/vmlinuz), or in the host's root for host modules.
+ */
+async function findKernelImage(kernel: KernelSource): Promise<string> {
+  const candidates = [join(kernel.sourceRoot, 'boot', `vmlinuz-${kernel.kernelVersion}`), join(kernel.sourceRoot, 'usr/lib/modules', kernel.kernelVersion, 'vmlinuz')];
+  for (const candidate of candidates) if (await pathExists(candidate)) return candidate;
+  throw new UserError('KERNEL_NOT_FOUND', `no kernel image for ${kernel.kernelVersion} in ${kernel.description}`, { hint: `looked for ${candidates.join(' and ')}` });
+}
+
+async function copyAtomically(source: string, path: string, mode: number): Promise<void> {
+  await withAtomicOutput(path, async (out) => {
+    for await (const chunk of createReadStream(source)) await out.handle.write(chunk as Buffer);
+  }, mode);
 }
 
 async function writeManifest(path: string, manifest: unknown): Promise<void> {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
-import { findPreset, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
+import { listPresets, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver } from '@mkinitrd-pkg/resolver';
 import { extractImage } from '@mkinitrd-pkg/packer';
 import { readBaseRelease } from './os-release.js';
@@ -72,13 +72,17 @@ async function configForBase(root: string, options: ResolveBaseOptions): Promise
       hint: 'pass --preset NAME to choose the repositories',
     });
   }
-  try {
-    await findPreset(id, options.presetDirs);
-  } catch {
-    throw new UserError('INPUT', `no preset for the base's distribution "${id}"`, { hint: 'pass --preset NAME (or a .conf file) naming its repositories' });
-  }
-  const config = await loadConfig(presetLoadOptions(id, options));
+  // The base's identity is data from someone else's image: it is compared with the
+  // presets' own fields, never used to form a file name. Same distribution and release
+  // (VERSION_CODENAME) wins — a bookworm base extends from debian-12, a trixie one from
+  // debian — else the preset named like the distribution.
   const codename = release.fields.VERSION_CODENAME;
+  const candidates = (await listPresets(options.presetDirs)).filter((p) => p.distribution === id);
+  const chosen = candidates.find((p) => codename !== undefined && p.release === codename) ?? candidates.find((p) => p.name === id);
+  if (!chosen) {
+    throw new UserError('INPUT', `no preset for the base's distribution ${JSON.stringify(id).slice(0, 80)}`, { hint: 'pass --preset NAME (or a .conf file) naming its repositories' });
+  }
+  const config = await loadConfig(presetLoadOptions(chosen.name, options));
   if (codename && config.release && codename !== config.release) {
     options.logger.warn({ base: codename, preset: config.release }, `the base is ${id} ${codename} but preset ${config.preset} installs from ${config.release}`);
   }

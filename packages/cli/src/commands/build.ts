@@ -18,6 +18,7 @@ export default class Build extends BaseCommand {
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
+    'kernel-output': Flags.string({ description: 'also write the kernel image (vmlinuz) of each kernel here ({kver} is replaced)' }),
     json: Flags.boolean({ description: 'print the build result (manifest data) as JSON on stdout' }),
   };
 
@@ -30,6 +31,7 @@ export default class Build extends BaseCommand {
       ...(flags['cache-dir'] !== undefined && { cacheDir: flags['cache-dir'] }),
       ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
       ...(flags.manifest !== undefined && { manifest: flags.manifest }),
+      ...(flags['kernel-output'] !== undefined && { kernelOutput: flags['kernel-output'] }),
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
