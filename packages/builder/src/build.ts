@@ -50,6 +50,10 @@ export interface ImageResult {
   bytes: number;
   modules: string[];
   firmware: string[];
+  /** Firmware the modules declare that no firmware package (FirmwarePackages=) has. */
+  missingFirmware: string[];
+  /** Why it is missing, for the summary and the manifest. */
+  missingFirmwareReason: string | undefined;
   modulesSource: string;
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
@@ -120,7 +124,7 @@ interface KernelSource {
 async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
   const indexPath = metadataDigest
-    ? join(cacheDir, 'kernels', 'index', digestOf([config.kernelPackage, config.architecture, metadataDigest]))
+    ? join(cacheDir, 'kernels', 'index', digestOf([config.kernelPackage, config.architecture, metadataDigest, ...(config.firmwarePackages.length > 0 ? [config.firmwarePackages] : [])]))
     : undefined;
   if (indexPath) {
     const dir = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
@@ -130,9 +134,11 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
   let stagedDir = '';
   await resolver.unpack({
     config,
-    packages: [config.kernelPackage!],
+    // The firmware packages land in the same staging root: the module installer looks
+    // for firmware in its usr/lib/firmware and lib/firmware.
+    packages: [config.kernelPackage!, ...config.firmwarePackages],
     cacheDir,
-    include: (name) => KERNEL_PACKAGE_NAMES.test(name),
+    include: (name) => KERNEL_PACKAGE_NAMES.test(name) || config.firmwarePackages.includes(name),
     logger,
     target: async (files) => {
       stagedDir = dirFor(files);
@@ -299,6 +305,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
             installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
           );
+          const missingReason = missingFirmwareReason(config, kernel, modules.missingFirmware.length);
           const output = outputs[i]!;
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
@@ -332,7 +339,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               packages: prepared.packages,
               modules: modules.modules,
               firmware: modules.firmware,
+              firmwarePackages: config.firmwarePackages,
               missingFirmware: modules.missingFirmware,
+              missingFirmwareReason: missingReason,
+              missingFirmwareModules: modules.missingFirmwareModules,
               pruned: prepared.prune,
             });
           }
@@ -348,6 +358,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             bytes,
             modules: modules.modules,
             firmware: modules.firmware,
+            missingFirmware: modules.missingFirmware,
+            missingFirmwareReason: missingReason,
             modulesSource: kernel.description,
           };
         }),
@@ -431,6 +443,19 @@ async function prepareRoot(o: {
     return { root: stored.root, shared: true, ...result, cache: 'miss' };
   }
   return { root, shared: false, ...result, cache: 'disabled' };
+}
+
+/**
+ * Why declared firmware is absent: a generic image ships only what the firmware packages
+ * hold (free firmware, e.g. Debian's firmware-linux-free); the rest is non-free (Debian's
+ * firmware-* packages in non-free-firmware) or packaged nowhere, and the driver then
+ * runs without it or asks for it later from the real root.
+ */
+function missingFirmwareReason(config: ImageConfig, kernel: KernelSource, missing: number): string | undefined {
+  if (missing === 0) return undefined;
+  if (!kernel.description.startsWith('package ')) return `not found in ${kernel.sourceRoot}/usr/lib/firmware (the host's firmware)`;
+  if (config.firmwarePackages.length === 0) return 'no FirmwarePackages= configured';
+  return `not in ${config.firmwarePackages.join(', ')} (FirmwarePackages=): non-free, or packaged by no one`;
 }
 
 function pick(meta: { packages: InstalledPackage[]; sourceDateEpoch: number; prune: PruneReport; sizeByDirectory: Record<string, number>; warnings: string[] }) {

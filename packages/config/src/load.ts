@@ -248,6 +248,7 @@ export function renderConfig(config: ImageConfig): string {
     ...line('RemoveFiles', config.removeFiles),
     ...line('KeepFiles', config.keepFiles),
     ...line('KernelPackage', config.kernelPackage),
+    ...line('FirmwarePackages', config.firmwarePackages),
     ...line('KernelVersion', config.kernelVersions),
     ...line('KernelModulesRoot', config.kernelModulesRoot),
     ...line('KernelModules', config.kernelModules),

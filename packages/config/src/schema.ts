@@ -29,6 +29,11 @@ export interface ImageConfig {
   kernelModules: string[];
   /** Take modules from this package (installed into a staging root), not the host. */
   kernelPackage: string | undefined;
+  /**
+   * Packages unpacked beside the kernel package: the firmware the selected modules
+   * declare (modinfo -F firmware) is taken from them (e.g. Debian's firmware-linux-free).
+   */
+  firmwarePackages: string[];
   kernelVersions: string[];
   /** Modules root on the host used when no kernel package is named. */
   kernelModulesRoot: string;
@@ -39,7 +44,7 @@ export interface ImageConfig {
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions';
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'firmwarePackages';
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
 interface KeySpec {
@@ -101,6 +106,7 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     KeepFiles: { field: 'keepFiles', list: true },
     KernelModules: { field: 'kernelModules', list: true },
     KernelPackage: { field: 'kernelPackage' },
+    FirmwarePackages: { field: 'firmwarePackages', list: true },
     KernelVersion: { field: 'kernelVersions', list: true },
     KernelModulesRoot: { field: 'kernelModulesRoot' },
   },
@@ -135,6 +141,7 @@ export function emptyConfig(preset: string): ImageConfig {
     keepFiles: [],
     kernelModules: [],
     kernelPackage: undefined,
+    firmwarePackages: [],
     kernelVersions: [],
     kernelModulesRoot: '/',
     compression: 'zstd',

@@ -59,6 +59,8 @@ export interface InstallModulesResult {
   firmware: string[];
   /** Firmware names (as modules declare them) found in no firmware root, sorted. */
   missingFirmware: string[];
+  /** The modules that declare each missing firmware file. */
+  missingFirmwareModules: Record<string, string[]>;
   /** Total size of everything in `files` and `firmware`. */
   bytes: number;
 }
@@ -342,6 +344,7 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
     files: written.map((w) => w.rel).sort(),
     firmware: [...new Set(firmware.map((f) => f.rel))].sort(),
     missingFirmware: missingFirmware.sort(),
+    missingFirmwareModules: Object.fromEntries(missingFirmware.map((fw) => [fw, wanted.get(fw) ?? []])),
     bytes: written.reduce((n, w) => n + w.size, 0) + firmware.reduce((n, f) => n + f.size, 0),
   };
   logger.info(

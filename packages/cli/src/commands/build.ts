@@ -47,6 +47,7 @@ export function renderSummary(result: BuildResult): string {
   for (const image of result.images) {
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${result.compression}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
     lines.push(`  sha256 ${image.sha256}`);
+    if (image.missingFirmware.length > 0) lines.push(`  firmware missing: ${image.missingFirmware.length} files, ${image.missingFirmwareReason} (listed in the manifest)`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
   lines.push(`pruned: ${formatBytes(result.prune.totalBytes)} in ${result.prune.totalFiles} files`);
