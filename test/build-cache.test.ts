@@ -22,7 +22,7 @@ describe.skipIf(!kernel)('installroot cache and several kernels', () => {
     // Share downloads with the other tests: only the installroot cache is private here.
     const shared = process.env.MKINITRD_PKG_TEST_CACHE ?? '/var/tmp/mkinitrd-pkg-test-cache';
     await mkdir(cache, { recursive: true });
-    for (const part of ['apt', 'kernels']) await cp(join(shared, part), join(cache, part), { recursive: true }).catch(() => undefined);
+    for (const part of ['apt', 'kernels', 'staged-kernels']) await cp(join(shared, part), join(cache, part), { recursive: true }).catch(() => undefined);
   });
 
   const build = (out: string, extra: string[] = []) =>

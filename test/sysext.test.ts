@@ -326,8 +326,8 @@ describe('sysext build: bad input gets one clear line', () => {
     await expectCleanFailure(['--definition', bad, '--preset', 'debian'], new RegExp(`^mkinitrd-pkg: error: ${bad}:3: unknown key Frobnicate=`));
   });
   it('base not found', () => expectCleanFailure(['--definition', 'lvm', '--base', '/nonexistent/initrd.img'], /^mkinitrd-pkg: error: base not found: \/nonexistent\/initrd\.img/));
-  it('no base at all', () => expectCleanFailure(['--definition', 'lvm'], /^mkinitrd-pkg: error: name the base: --base IMAGE\|DIR or --preset NAME/));
-  it('--sign-key without --sign-cert', () => expectCleanFailure(['--definition', 'lvm', '--preset', 'debian', '--sign-key', key], /^mkinitrd-pkg: error: --sign-key needs --sign-cert/));
+  it('no base at all is a usage error (exit 2)', () => expectCleanFailure(['--definition', 'lvm'], /^mkinitrd-pkg: usage: name the base: --base IMAGE\|DIR or --preset NAME/, 2));
+  it('--sign-key without --sign-cert is a usage error (exit 2)', () => expectCleanFailure(['--definition', 'lvm', '--preset', 'debian', '--sign-key', key], /^mkinitrd-pkg: usage: --sign-key needs --sign-cert/, 2));
   it('a bad key', async () => {
     const garbage = join(dir, 'garbage.key');
     await writeFile(garbage, 'not a key\n');

@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
   cpio libarchive-tools zstd xz-utils lz4 gzip \
-  debian-archive-keyring e2fsprogs kmod fdisk util-linux \
+  debian-archive-keyring e2fsprogs kmod fdisk util-linux apt-utils \
   qemu-system-x86 \
   squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
   rpm dnf createrepo-c gnupg busybox-static \

@@ -7,15 +7,15 @@ import { join } from 'node:path';
 
 /**
  * The module tree of a kernel the build unpacked from the preset's kernel package
- * (cacheDir/kernels/DIGEST/{usr/,}lib/modules/KVER, packages/builder/src/build.ts
- * stageKernelPackage), or undefined when the cache holds none.
+ * (cacheDir/kernels/NAME/root/{usr/,}lib/modules/KVER, sealed by meta.json:
+ * packages/builder/src/cache.ts stageVerified), or undefined when the cache holds none.
  */
 export function stagedKernelModules(cacheDir, kver) {
   const kernels = join(cacheDir, 'kernels');
   for (const entry of existsSync(kernels) ? readdirSync(kernels) : []) {
-    if (entry === 'index' || !existsSync(join(kernels, entry, '.complete'))) continue;
+    if (!existsSync(join(kernels, entry, 'meta.json'))) continue;
     for (const base of ['usr/lib/modules', 'lib/modules']) {
-      const dir = join(kernels, entry, base, kver);
+      const dir = join(kernels, entry, 'root', base, kver);
       if (existsSync(join(dir, 'modules.order'))) return dir;
     }
   }

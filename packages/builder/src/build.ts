@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, withAtomicOutput, createProgress, createWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules, runDepmod } from '@mkinitrd-pkg/kmod';
@@ -10,7 +10,7 @@ import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/prun
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { makeInitrdRoot } from './initrd.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, readMetadataState, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 
 export interface BuildOptions {
@@ -118,48 +118,39 @@ interface KernelSource {
 
 /**
  * Unpack the kernel package (and the module packages it pulls) into a staging root,
- * cached by the exact package files. With fresh repository metadata the lookup of which
- * files those are is cached too (by package name and metadata digest): no network.
+ * cached by the exact package files and verified like the installroot cache before
+ * every use (cache.ts: stageVerified): a removed or modified module is never used, the
+ * entry is unpacked again. With fresh repository metadata the lookup of which files
+ * those are is cached too (by package name and metadata digest): no network.
  */
 async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
-  const indexPath = metadataDigest
-    ? join(cacheDir, 'kernels', 'index', digestOf([config.kernelPackage, config.architecture, metadataDigest, ...(config.firmwarePackages.length > 0 ? [config.firmwarePackages] : [])]))
+  const unpack = resolver.unpack.bind(resolver);
+  const indexKey = metadataDigest
+    ? digestOf([config.kernelPackage, config.architecture, metadataDigest, ...(config.firmwarePackages.length > 0 ? [config.firmwarePackages] : [])])
     : undefined;
-  if (indexPath) {
-    const dir = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
-    if (dir && (await pathExists(join(dir, '.complete')))) return dir;
-  }
-  const dirFor = (files: string[]) => join(cacheDir, 'kernels', digestOf([...files].sort()).slice(0, 20));
-  let stagedDir = '';
-  await resolver.unpack({
-    config,
-    // The firmware packages land in the same staging root: the module installer looks
-    // for firmware in its usr/lib/firmware and lib/firmware.
-    packages: [config.kernelPackage!, ...config.firmwarePackages],
-    cacheDir,
-    include: (name) => KERNEL_PACKAGE_NAMES.test(name) || config.firmwarePackages.includes(name),
-    logger,
-    target: async (files) => {
-      stagedDir = dirFor(files);
-      if (await pathExists(join(stagedDir, '.complete'))) return undefined;
-      await rm(stagedDir, { recursive: true, force: true });
-      return stagedDir;
-    },
+  return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
+    let root: string | undefined;
+    await unpack({
+      config,
+      // The firmware packages land in the same staging root: the module installer looks
+      // for firmware in its usr/lib/firmware and lib/firmware.
+      packages: [config.kernelPackage!, ...config.firmwarePackages],
+      cacheDir,
+      include: (name) => KERNEL_PACKAGE_NAMES.test(name) || config.firmwarePackages.includes(name),
+      logger,
+      target: async (files) => (root = await fill(digestOf([...files].sort()).slice(0, 20))),
+    });
+    // Before the entry is sealed (its tree digest is taken after this returns).
+    if (root !== undefined) await depmodStaged(root, await findKernelVersions(root), logger);
   });
-  await writeFile(join(stagedDir, '.complete'), '');
-  if (indexPath) {
-    await mkdir(dirname(indexPath), { recursive: true });
-    await writeFile(indexPath, stagedDir + '\n');
-  }
-  return stagedDir;
 }
 
 /**
  * Kernel packages ship no modules.dep (Debian's postinst writes it); without one every
  * build would compute it for the whole tree again (`depmod -n`, 20–50 s here for 4,000
- * xz modules). The staging root is this cache's own copy, so write it there once;
- * depmod writes each file under a temporary name and renames it.
+ * xz modules). The staging root is this cache's own, so it is written there once,
+ * while the entry is still a temporary (before its tree digest is taken).
  */
 async function depmodStaged(staged: string, versions: readonly string[], logger: Logger): Promise<void> {
   for (const kver of versions) {
@@ -183,7 +174,6 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
   if (config.kernelPackage) {
     staged = await stageKernelPackage(resolver, config, cacheDir, metadataDigest, logger);
     stagedVersions = await findKernelVersions(staged);
-    await depmodStaged(staged, stagedVersions, logger);
   }
   const hostVersions = await findKernelVersions(hostRoot);
   const requested = allKernels
@@ -276,9 +266,12 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const resolver = createResolver(config.packageManager);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
 
+  // Output and manifest paths are checked before any work: a bad one must not cost a
+  // package install, and must never fail after the image was written.
+  await checkOutputTemplates(config, options.manifest, options.kernelOutput);
   const workDir = await createWorkDir(cacheDir, 'build', logger);
-  await removeStaleTemporaries(cacheDir);
   try {
+    await removeStaleTemporaries(cacheDir, logger);
     // Repository metadata younger than the max age is trusted without asking the
     // mirror again: that is what makes a warm rebuild take seconds, not a network trip.
     let metadataDigest: string | undefined;
@@ -298,13 +291,12 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     progress.update('resolving kernels');
     const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
+    const manifests = kernels.map((k, i) => manifestPathFor(options.manifest, outputs[i]!, k.kernelVersion));
     const kernelOutputs = kernels.map((k) => (options.kernelOutput ? resolve(options.kernelOutput.replaceAll('{kver}', k.kernelVersion)) : undefined));
     if (kernels.length > 1 && options.kernelOutput && !options.kernelOutput.includes('{kver}')) {
       throw new UserError('USAGE', `--kernel-output ${options.kernelOutput} names one file but ${kernels.length} kernels are built`, { hint: 'put {kver} in the kernel output name' });
     }
-    for (const out of [...outputs, ...kernelOutputs]) {
-      if (out && !(await pathExists(dirname(out)))) throw new UserError('USAGE', `output directory does not exist: ${dirname(out)}`);
-    }
+    await checkOutputs(outputs, manifests, kernelOutputs);
     // The kernel image must exist before any work is done for it.
     const kernelImages = await Promise.all(kernels.map((k, i) => (kernelOutputs[i] ? findKernelImage(k) : undefined)));
 
@@ -339,8 +331,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           );
           const sha256 = await sha256File(output);
           const bytes = (await stat(output)).size;
-          const manifestPath =
-            options.manifest === undefined ? `${output}.manifest.json` : options.manifest === '' ? undefined : resolve(options.manifest.replaceAll('{kver}', kernel.kernelVersion));
+          const manifestPath = manifests[i];
           if (manifestPath) {
             await writeManifest(manifestPath, {
               image: basename(output),
@@ -400,7 +391,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     progress.done();
     throw error;
   } finally {
-    await rm(workDir, { recursive: true, force: true });
+    await removeWorkDir(workDir);
   }
 }
 
@@ -502,7 +493,44 @@ async function copyAtomically(source: string, path: string, mode: number): Promi
 }
 
 async function writeManifest(path: string, manifest: unknown): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
-  await writeFile(temp, JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
-  await rename(temp, path);
+  await withAtomicOutput(path, (o) => o.handle.writeFile(JSON.stringify(manifest, null, 2) + '\n'), 0o644);
+}
+
+function manifestPathFor(template: string | undefined, output: string, kernelVersion: string): string | undefined {
+  if (template === undefined) return `${output}.manifest.json`;
+  if (template === '') return undefined;
+  return resolve(template.replaceAll('{kver}', kernelVersion));
+}
+
+/**
+ * What can be checked of --output/--manifest before the kernels are known: a path
+ * without {kver} fully, one with {kver} as far as its directory is fixed.
+ */
+async function checkOutputTemplates(config: ImageConfig, manifest: string | undefined, kernelOutput: string | undefined): Promise<void> {
+  const check = async (template: string, what: string) => {
+    if (template.endsWith('/') && !template.includes('{kver}')) {
+      const st = await stat(template).catch(() => undefined);
+      if (!st?.isDirectory()) throw new UserError('INPUT', `${what} directory does not exist: ${resolve(template)}`, { hint: 'create it first, or choose another path' });
+      return;
+    }
+    if (!template.includes('{kver}')) await checkOutputPath(template, { what });
+    else if (!dirname(template).includes('{kver}')) await checkOutputPath(join(dirname(template), 'x'), { what });
+  };
+  if (config.output) await check(config.output, 'output');
+  if (manifest) await check(manifest, 'manifest');
+  if (kernelOutput) await check(kernelOutput, 'kernel output');
+  if (config.output && manifest && resolve(config.output) === resolve(manifest)) {
+    throw new UserError('INPUT', `--manifest and --output name the same file: ${resolve(manifest)}`);
+  }
+}
+
+/** Every image, manifest and kernel path, once the kernels are known: usable, and no two the same. */
+async function checkOutputs(outputs: string[], manifests: Array<string | undefined>, kernelOutputs: Array<string | undefined>): Promise<void> {
+  const seen = new Set<string>();
+  const named = (paths: Array<string | undefined>, what: string) => paths.flatMap((p) => (p ? [[p, what] as const] : []));
+  for (const [path, what] of [...named(outputs, 'output'), ...named(manifests, 'manifest'), ...named(kernelOutputs, 'kernel output')]) {
+    await checkOutputPath(path, { what });
+    if (seen.has(path)) throw new UserError('INPUT', `${path} would be written twice (image, manifest or kernel, or two kernels)`, { hint: 'use {kver} in --output/--manifest/--kernel-output, and different names for them' });
+    seen.add(path);
+  }
 }

@@ -2,12 +2,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '@mkinitrd-pkg/common';
+import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 
 /** Bump when what a cached root contains (or how it is made) changes. */
-export const ROOT_CACHE_FORMAT = 3;
+export const ROOT_CACHE_FORMAT = 4;
 
 export interface RootCacheMeta {
   format: number;
@@ -19,8 +19,10 @@ export interface RootCacheMeta {
   sizeByDirectory: Record<string, number>;
   warnings: string[];
   repositoryDigest: string;
-  /** Digest of every entry (path, type, mode, owner, size, content, link target). */
+  /** Digest of every entry (path, type, mode, owner, size, mtime, hard links, content, link target). */
   treeDigest: string;
+  /** Digest of every entry's inode metadata (treeDigest's fast path, see verifyEntry). */
+  statDigest?: string;
 }
 
 export interface RootCacheEntry {
@@ -31,41 +33,109 @@ export interface RootCacheEntry {
 const BUFFER = Buffer.allocUnsafe(1 << 20);
 
 /**
- * A digest of a tree that changes with any path, type, mode, owner, size, content or
- * symlink target, computed without following symlinks. It is how a cached installroot
- * proves it is complete and untouched before it is used (~0.2 s for a 60 MB root).
+ * A digest of a tree that changes with anything the packer records of an entry
+ * (packer/src/scan.ts): path, type, mode, owner, size, mtime (whole seconds, as newc
+ * stores them), hard-link groups, device numbers, content and symlink target — computed
+ * without following symlinks. It is how a cached tree proves it is complete and
+ * untouched before it is used (~0.2 s for a 60 MB root): a file touched in the cache
+ * must not give a different image on a "cache: hit".
  */
 export function treeDigest(root: string): string {
   const hash = createHash('sha256');
-  const walk = (dir: string, rel: string) => {
+  const firstOfInode = new Map<string, string>();
+  walkTree(root, (relPath, path, st) => {
+    // A directory's size is the filesystem's business (it changes when a tree is copied
+    // or restored from a CI cache): only its entries count.
+    hash.update(`${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.isDirectory() ? 0 : st.size}\0${Math.floor(st.mtimeMs / 1000)}\0`);
+    if (st.isDirectory()) return;
+    if (st.nlink > 1) {
+      // Which earlier path this one is a hard link of (the packer stores one data copy
+      // per group): the link count itself changes when the tree is hard-linked elsewhere.
+      const inode = `${st.dev}:${st.ino}`;
+      const first = firstOfInode.get(inode);
+      if (first !== undefined) hash.update(`link\0${first}\0`);
+      else firstOfInode.set(inode, relPath);
+    }
+    if (st.isSymbolicLink()) hash.update(readlinkSync(path));
+    else if (st.isFile()) {
+      const fd = openSync(path, 'r');
+      try {
+        let n: number;
+        while ((n = readSync(fd, BUFFER, 0, BUFFER.length, null)) > 0) hash.update(BUFFER.subarray(0, n));
+      } finally {
+        closeSync(fd);
+      }
+    } else hash.update(`${st.rdev}`);
+    hash.update('\n');
+  });
+  return hash.digest('hex');
+}
+
+/**
+ * A digest of the inode metadata only (including ctime and inode number, which no
+ * write can keep unchanged): equal means nothing was written since it was taken, so
+ * reading the content again is unnecessary (a 400 MB kernel staging root in ~50 ms
+ * instead of seconds). Unequal proves nothing: then the content digest decides.
+ */
+export function statDigest(root: string): string {
+  const hash = createHash('sha256');
+  walkTree(root, (relPath, _path, st) => {
+    hash.update(`${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.isDirectory() ? 0 : st.size}\0${st.mtimeMs}\0${st.ctimeMs}\0${st.ino}\0${st.nlink}\0${st.rdev}\n`);
+  });
+  return hash.digest('hex');
+}
+
+function walkTree(root: string, visit: (relPath: string, path: string, st: import('node:fs').Stats) => void): void {
+  // An explicit stack: deep trees must not exhaust the call stack.
+  const stack: Array<[string, string]> = [[root, '']];
+  while (stack.length) {
+    const [dir, rel] = stack.pop()!;
     const names = readdirSync(dir).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const subdirs: Array<[string, string]> = [];
     for (const name of names) {
       const path = join(dir, name);
       const relPath = rel ? `${rel}/${name}` : name;
       const st = lstatSync(path);
-      // A directory's size is the filesystem's business (it changes when a tree is copied
-      // or restored from a CI cache): only its entries count.
-      hash.update(`${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.isDirectory() ? 0 : st.size}\0`);
-      if (st.isDirectory()) walk(path, relPath);
-      else if (st.isSymbolicLink()) hash.update(readlinkSync(path));
-      else if (st.isFile()) {
-        const fd = openSync(path, 'r');
-        try {
-          let n: number;
-          while ((n = readSync(fd, BUFFER, 0, BUFFER.length, null)) > 0) hash.update(BUFFER.subarray(0, n));
-        } finally {
-          closeSync(fd);
-        }
-      } else hash.update(`${st.rdev}`);
-      hash.update('\n');
+      visit(relPath, path, st);
+      if (st.isDirectory()) subdirs.push([path, relPath]);
     }
-  };
-  walk(root, '');
-  return hash.digest('hex');
+    // Depth-first in name order, like the recursive walk it replaces.
+    for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+  }
 }
 
 function entryDir(cacheDir: string, key: string): string {
   return join(cacheDir, 'roots', key);
+}
+
+/** `.NAME.OWNER.RANDOM.tmp`: a cache entry being written; OWNER says whose (common/src/owner.ts). */
+function temporaryName(name: string): string {
+  return `.${name}.${ownerToken()}.${randomBytes(4).toString('hex')}.tmp`;
+}
+
+export interface VerifiedMeta {
+  treeDigest: string;
+  statDigest?: string;
+}
+
+/**
+ * Is the tree at `root` still what `meta` recorded? The stat digest is the fast path;
+ * when it differs (a copy, a CI cache restore, hard links made from it), the content
+ * digest decides, and a match refreshes the stat digest in `metaPath`.
+ */
+async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string): Promise<boolean> {
+  try {
+    const quick = statDigest(root);
+    if (meta.statDigest !== undefined && quick === meta.statDigest) return true;
+    if (treeDigest(root) !== meta.treeDigest) return false;
+    const updated = { ...meta, statDigest: statDigest(root) };
+    const temp = join(metaPath, '..', temporaryName('meta.json'));
+    await writeFile(temp, JSON.stringify(updated, null, 2) + '\n');
+    await rename(temp, metaPath);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -74,26 +144,10 @@ function entryDir(cacheDir: string, key: string): string {
  */
 export async function lookupRoot(cacheDir: string, key: string, logger: Logger): Promise<RootCacheEntry | undefined> {
   const dir = entryDir(cacheDir, key);
-  let meta: RootCacheMeta;
-  try {
-    meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as RootCacheMeta;
-  } catch {
-    // No entry — or a directory without its meta.json: a half-written one.
-    if (await stat(dir).catch(() => undefined)) {
-      logger.warn({ dir }, 'removing an incomplete cache entry');
-      await rm(dir, { recursive: true, force: true });
-    }
-    return undefined;
-  }
+  const meta = await readEntryMeta<RootCacheMeta>(dir, logger);
+  if (!meta) return undefined;
   const root = join(dir, 'root');
-  let ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key;
-  if (ok) {
-    try {
-      ok = treeDigest(root) === meta.treeDigest;
-    } catch {
-      ok = false;
-    }
-  }
+  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json')));
   if (!ok) {
     logger.warn({ dir }, 'cache entry does not match its digest; rebuilding it');
     await rm(dir, { recursive: true, force: true });
@@ -102,46 +156,165 @@ export async function lookupRoot(cacheDir: string, key: string, logger: Logger):
   return { root, meta };
 }
 
+/** meta.json of a cache entry; an entry directory without one is half-written and removed. */
+async function readEntryMeta<T>(dir: string, logger: Logger): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as T;
+  } catch {
+    if (await stat(dir).catch(() => undefined)) {
+      logger.warn({ dir }, 'removing an incomplete cache entry');
+      await rm(dir, { recursive: true, force: true });
+    }
+    return undefined;
+  }
+}
+
 /**
  * Move a finished root into the cache: written under a temporary name, then renamed,
  * so a reader sees a complete entry or none. Returns the cached root's new path.
  */
-export async function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, 'treeDigest' | 'format' | 'key' | 'createdAt'>): Promise<RootCacheEntry> {
+export async function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, 'treeDigest' | 'statDigest' | 'format' | 'key' | 'createdAt'>): Promise<RootCacheEntry> {
   const roots = join(cacheDir, 'roots');
   await mkdir(roots, { recursive: true });
-  const temp = join(roots, `.${key}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = join(roots, temporaryName(key));
   await mkdir(temp);
+  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
   await rename(root, join(temp, 'root'));
-  const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')) };
+  const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) };
   await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
-  const dir = entryDir(cacheDir, key);
+  const entry = await publishEntry(temp, entryDir(cacheDir, key), () => lookupRoot(cacheDir, key, silent));
+  unregisterCleanup(temp);
+  return entry ?? { root: join(entryDir(cacheDir, key), 'root'), meta: full };
+}
+
+/**
+ * Rename a finished temporary entry into place. If another build stored the same name
+ * meanwhile, its entry may be in use right now, so it is kept (same content) and ours
+ * dropped — replacing it could pull a tree from under a build that is copying it.
+ * Returns the other build's entry when that happened.
+ */
+async function publishEntry<T>(temp: string, dir: string, existing: () => Promise<T | undefined>): Promise<T | undefined> {
   try {
     await rename(temp, dir);
+    return undefined;
   } catch (error) {
-    // Another build stored the same key meanwhile: its entry may be in use right now,
-    // so keep it (it has the same content) and drop ours — replacing it could pull a
-    // root from under a build that is copying it.
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
-    const existing = await lookupRoot(cacheDir, key, silent);
-    if (existing) {
+    const other = await existing();
+    if (other) {
       await rm(temp, { recursive: true, force: true });
-      return existing;
+      return other;
     }
     await rename(temp, dir);
-  }
-  return { root: join(dir, 'root'), meta: full };
-}
-
-const silent = { warn() {} } as unknown as Logger;
-
-/** Remove temporary cache entries left by killed builds. */
-export async function removeStaleTemporaries(cacheDir: string): Promise<void> {
-  const roots = join(cacheDir, 'roots');
-  for (const name of await readdir(roots).catch(() => [] as string[])) {
-    if (name.startsWith('.') && name.endsWith('.tmp')) await rm(join(roots, name), { recursive: true, force: true });
+    return undefined;
   }
 }
+
+const silent = { warn() {}, info() {} } as unknown as Logger;
+
+export const KERNEL_CACHE_FORMAT = 1;
+
+/**
+ * Where verified kernel staging roots live. Not `kernels/`: older versions keep
+ * unverified trees there (a `.complete` marker, index files holding paths) and may be
+ * running against the same cache; sharing the directory would make each remove the
+ * other's entries as "incomplete".
+ */
+export const KERNEL_CACHE_DIR = 'staged-kernels';
+
+interface StagedMeta extends VerifiedMeta {
+  format: number;
+  name: string;
+}
+
+/**
+ * A cached staging tree under CACHE/KIND/NAME/root (kernel packages unpacked), made and
+ * checked like the installroot cache: filled under a temporary name, digested, renamed;
+ * verified before every use, and unpacked again when it does not match. `produce` calls
+ * `fill(NAME)` once it knows the entry's name: undefined means a verified entry exists
+ * (skip the work), else the directory to fill. `indexKey` remembers NAME for the next
+ * run (KIND/index/KEY), so a warm build does not even need to ask which files it takes.
+ */
+export async function stageVerified(
+  cacheDir: string,
+  kind: string,
+  indexKey: string | undefined,
+  logger: Logger,
+  produce: (fill: (name: string) => Promise<string | undefined>) => Promise<void>,
+): Promise<string> {
+  const base = join(cacheDir, kind);
+  const indexPath = indexKey ? join(base, 'index', indexKey) : undefined;
+  const verified = async (name: string): Promise<boolean> => {
+    if (!/^[0-9a-f]{8,64}$/.test(name)) return false;
+    const dir = join(base, name);
+    const meta = await readEntryMeta<StagedMeta>(dir, logger);
+    if (!meta) return false;
+    if (meta.format === KERNEL_CACHE_FORMAT && meta.name === name && (await verifyTree(join(dir, 'root'), meta, join(dir, 'meta.json')))) return true;
+    logger.warn({ dir }, 'cached staging tree does not match its digest; unpacking it again');
+    await rm(dir, { recursive: true, force: true });
+    return false;
+  };
+  if (indexPath) {
+    const name = (await readFile(indexPath, 'utf8').catch(() => '')).trim();
+    if (name && (await verified(name))) return join(base, name, 'root');
+  }
+  let entryName: string | undefined;
+  let temp: string | undefined;
+  await produce(async (name) => {
+    entryName = name;
+    if (await verified(name)) return undefined;
+    await mkdir(base, { recursive: true });
+    temp = join(base, temporaryName(name));
+    await mkdir(temp);
+    registerCleanup(temp);
+    return join(temp, 'root');
+  });
+  if (entryName === undefined) throw new Error('stageVerified: produce() never named its entry');
+  if (temp !== undefined) {
+    const root = join(temp, 'root');
+    await mkdir(root, { recursive: true });
+    const meta: StagedMeta = { format: KERNEL_CACHE_FORMAT, name: entryName, treeDigest: treeDigest(root), statDigest: statDigest(root) };
+    await writeFile(join(temp, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
+    const name = entryName;
+    await publishEntry(temp, join(base, name), async () => ((await verified(name)) ? true : undefined));
+    unregisterCleanup(temp);
+  }
+  if (indexPath) {
+    await mkdir(join(base, 'index'), { recursive: true });
+    const tempIndex = join(base, 'index', temporaryName(indexKey!));
+    await writeFile(tempIndex, entryName + '\n');
+    await rename(tempIndex, indexPath);
+  }
+  return join(base, entryName, 'root');
+}
+
+/**
+ * Remove temporary cache entries whose owner is gone (killed builds). A temporary of
+ * a live build — another process filling an entry right now — is left alone. Runs
+ * under the shared cache lock that every writer holds (common/src/workdir.ts), so
+ * `cache clean` (exclusive) never races it.
+ */
+export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
+  const removed: string[] = [];
+  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), 'metadata']) {
+    const dir = join(cacheDir, part);
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
+      const owner = ownerOfName(name);
+      if (owner === undefined) {
+        // An older version's temporary (no owner in its name): only when clearly abandoned.
+        const st = await stat(join(dir, name)).catch(() => undefined);
+        if (!st || Date.now() - st.mtimeMs < LEGACY_GRACE_MS) continue;
+      } else if (isOwnerAlive(owner)) continue;
+      logger.info({ path: join(dir, name) }, 'removing a cache entry left by an interrupted build');
+      await rm(join(dir, name), { recursive: true, force: true });
+      removed.push(join(dir, name));
+    }
+  }
+  return removed;
+}
+
+const LEGACY_GRACE_MS = 24 * 60 * 60 * 1000;
 
 export interface MetadataState {
   digest: string;
@@ -159,7 +332,7 @@ export async function readMetadataState(cacheDir: string, repoKey: string): Prom
 
 export async function writeMetadataState(cacheDir: string, repoKey: string, state: MetadataState): Promise<void> {
   await mkdir(join(cacheDir, 'metadata'), { recursive: true });
-  const temp = join(cacheDir, 'metadata', `.${repoKey}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = join(cacheDir, 'metadata', temporaryName(repoKey));
   await writeFile(temp, JSON.stringify(state) + '\n');
   await rename(temp, join(cacheDir, 'metadata', `${repoKey}.json`));
 }
@@ -169,36 +342,49 @@ export interface CleanResult {
   bytes: number;
 }
 
-/** `cache clean`: installroots, unpacked kernels, work dirs; with `all`, downloads too. */
+/**
+ * `cache clean`: installroots, unpacked kernels, work dirs; with `all`, downloads too.
+ * Takes the cache lock exclusively: builds hold it shared for their whole run, so
+ * nothing is removed from under a running build; with one running this fails at once.
+ */
 export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanResult> {
-  const parts = ['roots', 'kernels', 'work', 'metadata', 'sysext'];
-  if (all) parts.push('apt', 'dnf');
-  const removed: string[] = [];
-  let bytes = 0;
-  for (const part of parts) {
-    const path = join(cacheDir, part);
-    if (!(await stat(path).catch(() => undefined))) continue;
-    bytes += duBytes(path);
-    await rm(path, { recursive: true, force: true });
-    removed.push(path);
+  const st = await stat(cacheDir).catch(() => undefined);
+  if (!st) return { removed: [], bytes: 0 };
+  // `--cache-dir /` must not remove /work or /sysext: only a directory this program tagged.
+  if (!st.isDirectory() || !(await isTaggedCache(cacheDir))) {
+    throw new UserError('CACHE', `${cacheDir} is not a mkinitrd-pkg cache (no ${CACHEDIR_TAG} in it): nothing removed`, {
+      hint: 'name the directory given to build --cache-dir (a build tags it); an older cache can be removed by hand',
+    });
   }
-  return { removed, bytes };
+  const lock = await lockCache(cacheDir, { exclusive: true, wait: false });
+  if (!lock) {
+    throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
+  }
+  try {
+    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', 'work', 'metadata', 'sysext'];
+    if (all) parts.push('apt', 'dnf');
+    const removed: string[] = [];
+    let bytes = 0;
+    for (const part of parts) {
+      const path = join(cacheDir, part);
+      if (!(await stat(path).catch(() => undefined))) continue;
+      bytes += duBytes(path);
+      await rm(path, { recursive: true, force: true, maxRetries: 3 });
+      removed.push(path);
+    }
+    return { removed, bytes };
+  } finally {
+    await lock.release();
+  }
 }
 
 function duBytes(dir: string): number {
   let total = 0;
   const seen = new Set<string>();
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (!seen.has(`${st.dev}:${st.ino}`)) {
-        seen.add(`${st.dev}:${st.ino}`);
-        total += st.size;
-      }
-    }
-  };
-  walk(dir);
+  walkTree(dir, (_rel, _path, st) => {
+    if (st.isDirectory() || seen.has(`${st.dev}:${st.ino}`)) return;
+    seen.add(`${st.dev}:${st.ino}`);
+    total += st.size;
+  });
   return total;
 }

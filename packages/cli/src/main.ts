@@ -1,5 +1,5 @@
 import { run, flush, Errors } from '@oclif/core';
-import { isUserError } from '@mkinitrd-pkg/common';
+import { MACHINE_ERRNOS, asEnvironmentError, exitStatusOf, isUserError, runCleanupsSync } from '@mkinitrd-pkg/common';
 
 /** Exit codes of the CLI contract (design.md §2). */
 export const EXIT_OK = 0;
@@ -16,6 +16,7 @@ function wantsDebug(argv: readonly string[]): boolean {
  */
 export async function main(argv: string[], binUrl: string): Promise<number> {
   const debug = wantsDebug(argv);
+  installSignalHandlers();
   try {
     await run(argv, binUrl);
     await flush();
@@ -25,14 +26,44 @@ export async function main(argv: string[], binUrl: string): Promise<number> {
   }
 }
 
+/**
+ * SIGINT/SIGTERM/SIGHUP: remove the temporary outputs and work directories this run
+ * registered (common/src/cleanup.ts), say so in one line, and exit 128 + the signal
+ * number as a shell expects. Child processes get the terminal's SIGINT themselves; the
+ * private namespaces they run in vanish with them.
+ */
+const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+let signalHandlersInstalled = false;
+function installSignalHandlers(): void {
+  if (signalHandlersInstalled) return;
+  signalHandlersInstalled = true;
+  for (const [name, number] of Object.entries(SIGNALS)) {
+    process.on(name, () => {
+      const removed = runCleanupsSync();
+      process.stderr.write(`mkinitrd-pkg: interrupted by ${name}${removed.length ? `; removed ${removed.length} temporary file(s) and directories` : ''}\n`);
+      process.exit(128 + number);
+    });
+  }
+}
+
+/** Longest message line printed: a hostile input (a 10 MB config line) must not flood the terminal. */
+const MAX_LINE = 1000;
+function clip(text: string): string {
+  return text.length > MAX_LINE ? `${text.slice(0, MAX_LINE)}… (${text.length - MAX_LINE} more characters)` : text;
+}
+
 export function reportError(error: unknown, debug: boolean): number {
-  const write = (line: string) => process.stderr.write(line + '\n');
+  const write = (line: string) => process.stderr.write(clip(line) + '\n');
   if (error instanceof Errors.ExitError) return error.oclif.exit ?? EXIT_USER_ERROR;
+  // A failure of the machine (full disk, read-only file system, permissions) that no
+  // library call wrapped is still the user's situation, not a bug: one line with its path.
+  error = asEnvironmentError(error, undefined, 'cannot access', MACHINE_ERRNOS);
   if (isUserError(error)) {
-    write(`mkinitrd-pkg: error: ${error.message}`);
+    const status = exitStatusOf(error.code);
+    write(`mkinitrd-pkg: ${status === EXIT_USAGE ? 'usage' : 'error'}: ${error.message.split('\n')[0]}`);
     if (error.hint) write(`hint: ${error.hint.replaceAll('\n', '\n      ')}`);
     if (debug && error.stack) write(error.stack);
-    return EXIT_USER_ERROR;
+    return status;
   }
   const oclifError = error as { oclif?: { exit?: number }; message?: string };
   if (oclifError && typeof oclifError === 'object' && oclifError.oclif) {

@@ -20,6 +20,12 @@ export function requireRoot(what: string): void {
 export function sourceDateEpochFromEnv(): number | undefined {
   const raw = process.env.SOURCE_DATE_EPOCH;
   if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw)) throw new UserError('INPUT', `SOURCE_DATE_EPOCH must be a whole number of seconds, got "${raw}"`);
+  const shown = JSON.stringify(raw.length > 40 ? `${raw.slice(0, 40)}…` : raw);
+  // newc stores mtimes in 32 bits (kernel buffer-format.rst): a later epoch cannot be recorded.
+  if (!/^\d{1,10}$/.test(raw) || Number(raw) > 0xffffffff) {
+    throw new UserError('INPUT', `the environment variable SOURCE_DATE_EPOCH must be a whole number of seconds from 0 to 4294967295, got ${shown}`, {
+      hint: 'fix or unset SOURCE_DATE_EPOCH in the environment (or pass --source-date-epoch N, which wins)',
+    });
+  }
   return Number(raw);
 }

@@ -1,4 +1,4 @@
-export { UserError, isUserError, isErrnoException } from './errors.js';
+export { ERROR_CODES, UserError, isUserError, isErrnoException, exitStatusOf, environmentErrno, asEnvironmentError, OUTPUT_ERRNOS, MACHINE_ERRNOS } from './errors.js';
 export type { ErrorCode, UserErrorOptions } from './errors.js';
 export { createLogger, getLogger, setLogger, silentLogger } from './logger.js';
 export type { Logger, LoggerOptions } from './logger.js';
@@ -11,10 +11,15 @@ export {
   createAtomicOutput,
   withAtomicOutput,
   pathExists,
+  checkOutputPath,
+  removeStaleOutputTemporaries,
 } from './fs.js';
 export type { AtomicOutput } from './fs.js';
 export { createProgress, formatBytes } from './progress.js';
 export type { Progress } from './progress.js';
 export { hasGlob, globToRegExp, globToRegExpSource } from './glob.js';
-export { createWorkDir } from './workdir.js';
+export { createWorkDir, removeWorkDir, lockCache, cacheLockPath, ownerOfName, isTaggedCache, CACHEDIR_TAG } from './workdir.js';
+export { ownerToken, isOwnerAlive, lockFile, processStartTime, exitedOwnerToken, OWNER_TOKEN_SOURCE } from './owner.js';
+export type { FileLock } from './owner.js';
+export { registerCleanup, unregisterCleanup, runCleanupsSync } from './cleanup.js';
 export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';

@@ -1,12 +1,14 @@
-export { parseIniAssignments } from './ini-lines.js';
+export { parseIniAssignments, shown } from './ini-lines.js';
 export type { Assignment } from './ini-lines.js';
-export { SCHEMA, COMPRESSIONS, applyAssignments, emptyConfig, parseBoolean, lookupKey } from './schema.js';
+export { SCHEMA, COMPRESSIONS, applyAssignments, emptyConfig, parseBoolean, lookupKey, invalidValue, PACKAGE_NAME_RE } from './schema.js';
 export type { ImageConfig, Compression, PackageManager } from './schema.js';
 export {
   loadConfig,
   listPresets,
   listConfFiles,
   findPreset,
+  readConfigText,
+  PRESET_NAME_RE,
   renderConfig,
   BUILTIN_PRESET_DIR,
   DEFAULT_DROPIN_DIRS,

@@ -1,6 +1,16 @@
 import ini from 'ini';
 import { UserError } from '@mkinitrd-pkg/common';
 
+/**
+ * How a piece of a config file is shown in an error: at most 80 characters, control
+ * characters escaped (JSON), so a hostile 10 MB line or an escape sequence cannot flood
+ * or drive the terminal.
+ */
+export function shown(text: string, max = 80): string {
+  // JSON escapes C0 controls; C1 controls (U+0080–U+009F, e.g. CSI U+009B) drive some terminals too.
+  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text).replace(/[\u0080-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** One `Key=Value` assignment with where it came from, for file:line errors. */
 export interface Assignment {
   section: string;
@@ -35,19 +45,20 @@ export function parseIniAssignments(text: string, file: string): Assignment[] {
     const header = /^\[([^\]]+)\]$/.exec(line);
     if (header) {
       section = header[1]!.trim();
+      if (!/^[A-Za-z][A-Za-z0-9]*$/.test(section)) throw new UserError('CONFIG', `${file}:${lineNo}: invalid section name ${shown(section)}`);
       continue;
     }
     const eq = line.indexOf('=');
     if (eq <= 0) {
-      throw new UserError('CONFIG', `${file}:${lineNo}: expected "Key=Value" or "[Section]", got: ${line}`);
+      throw new UserError('CONFIG', `${file}:${lineNo}: expected "Key=Value" or "[Section]", got: ${shown(line)}`);
     }
     if (section === '') {
-      throw new UserError('CONFIG', `${file}:${lineNo}: assignment outside of a [Section]: ${line}`);
+      throw new UserError('CONFIG', `${file}:${lineNo}: assignment outside of a [Section]: ${shown(line)}`);
     }
     const key = line.slice(0, eq).trim();
     const value = ini.unsafe(line.slice(eq + 1).trim());
     if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) {
-      throw new UserError('CONFIG', `${file}:${lineNo}: invalid key name "${key}"`);
+      throw new UserError('CONFIG', `${file}:${lineNo}: invalid key name ${shown(key)}`);
     }
     previous = { section, key, value: String(value), file, line: lineNo };
     assignments.push(previous);

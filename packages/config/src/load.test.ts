@@ -85,7 +85,7 @@ describe('loadConfig', () => {
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [loop] })).rejects.toThrow(`${loop}:2: Include=loop.conf includes itself (loop.conf → loop.conf)`);
     const missing = join(dir, 'missing.conf');
     await writeFile(missing, '[Config]\nInclude=nowhere.conf\n');
-    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [missing] })).rejects.toThrow(`config file not found: ${join(dir, 'nowhere.conf')} (included from ${missing})`);
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [missing] })).rejects.toThrow(`config file included from ${missing} not found: ${join(dir, 'nowhere.conf')}`);
     await writeFile(missing, '[Config]\nIncludes=x.conf\n');
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [missing] })).rejects.toThrow(`${missing}:2: unknown key Includes= in [Config]`);
   });
@@ -113,5 +113,67 @@ describe('parseIniAssignments', () => {
   it('rejects garbage lines with file:line', () => {
     expect(() => parseIniAssignments('[A]\njunk\n', 'f.conf')).toThrow('f.conf:2: expected "Key=Value"');
     expect(() => parseIniAssignments('K=v\n', 'f.conf')).toThrow('f.conf:1: assignment outside of a [Section]');
+  });
+});
+
+describe('hostile config input', () => {
+  const conf = async (name: string, text: string | Buffer) => {
+    const path = join(dir, name);
+    await writeFile(path, text);
+    return path;
+  };
+
+  it('a FIFO given as --config is refused at once, not read forever', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const fifo = join(dir, 'fifo.conf');
+    execFileSync('mkfifo', [fifo]);
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [fifo] })).rejects.toThrow(/fifo\.conf is a FIFO/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [dir] })).rejects.toThrow(/is a directory/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: ['/dev/zero'] })).rejects.toThrow(/\/dev\/zero is not a regular file/);
+  });
+
+  it('a 10 MB line is not echoed back', async () => {
+    const big = await conf('big.conf', '[Content]\n' + 'x'.repeat(900_000) + '\n');
+    const error = await loadConfig({ preset: 'mini', ...opts(), configFiles: [big] }).catch((e: unknown) => e as UserError);
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as UserError).message.length).toBeLessThan(400);
+    const huge = await conf('huge.conf', '[Content]\nPackages=' + 'x'.repeat(10_000_000) + '\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [huge] })).rejects.toThrow(/too large/);
+  });
+
+  it('NUL, newlines and options never reach apt: rejected with file:line', async () => {
+    const cases: Array<[string, RegExp]> = [
+      ['[Content]\nPackages=kmod a\0b\n', /:2: Content\.Packages: control characters are not allowed: "a\\u0000b"/],
+      ['[Distribution]\nMirror=http://deb.debian.org/debian\n  deb [trusted=yes] http://evil.example/ ./\n', /:2: Distribution\.Mirror: must be one line/],
+      ['[Distribution]\nMirror=http://x/\x1b[2J\n', /control characters/],
+      ['[Content]\nPackages=a\u009b2Jb\n', /control characters are not allowed: "a\\u009b2Jb"/],
+      ['[Content]\nPackages=-oDPkg::Pre-Invoke::=touch/tmp/pwned\n', /invalid package name "-oDPkg/],
+      ['[Content]\nKernelPackage=--reinstall\n', /invalid package name/],
+      ['[Distribution]\nRelease=bookworm main\n', /invalid name "bookworm main"/],
+      ['[Distribution]\nMirror=/etc/passwd\n', /expected a URL/],
+    ];
+    for (const [i, [text, message]] of cases.entries()) {
+      const path = await conf(`hostile-${i}.conf`, text);
+      await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [path] }), text).rejects.toThrow(message);
+    }
+  });
+
+  it('the same rules hold for command-line flags', async () => {
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { mirror: 'http://a/\ndeb http://b/ ./' } })).rejects.toThrow(/mirror: control characters/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { packages: ['-oAPT::Get::AllowUnauthenticated=1'] } })).rejects.toThrow(/invalid package name/);
+    // Ordinary names still pass: apt's name=version and name/release, RPM names.
+    const ok = await loadConfig({ preset: 'mini', ...opts(), overrides: { packages: ['libc6=2.36-9', 'systemd/bookworm-backports', 'kernel-core', 'g++', 'libstdc++6:amd64'] } });
+    expect(ok.packages).toContain('g++');
+  });
+
+  it('a preset name taken from data is never read as a path', async () => {
+    const { findPreset } = await import('./load.js');
+    const outside = await conf('outside.conf', base);
+    await expect(findPreset(outside, opts().presetDirs)).resolves.toEqual({ name: 'outside', path: outside });
+    for (const id of [outside, '../presets/mini', '/etc/shadow', 'mini.conf', 'mini/..']) {
+      await expect(findPreset(id, opts().presetDirs, { nameOnly: true }), id).rejects.toThrow(/invalid preset name|unknown preset/);
+    }
+    await expect(findPreset('mini', opts().presetDirs, { nameOnly: true })).resolves.toMatchObject({ name: 'mini' });
+    await expect(loadConfig({ preset: outside, presetNameOnly: true, ...opts() })).rejects.toThrow(/invalid preset name/);
   });
 });

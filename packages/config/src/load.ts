@@ -1,9 +1,10 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
-import { parseIniAssignments, type Assignment } from './ini-lines.js';
-import { applyAssignments, emptyConfig, lookupKey, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
+import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
+import { applyAssignments, emptyConfig, invalidValue, lookupKey, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
 
 /** presets/ and sysext/ at the top of the source tree (data, not code). */
 export const BUILTIN_PRESET_DIR = fileURLToPath(new URL('../../../presets/', import.meta.url));
@@ -23,6 +24,8 @@ export interface ConfigOverrides {
 export interface LoadConfigOptions {
   /** A preset name (looked up in the preset dirs) or a path to a .conf file. */
   preset?: string;
+  /** `preset` came from data (an image's os-release), not from the user: a name, never a path. */
+  presetNameOnly?: boolean;
   /** --config files, applied in order after the drop-ins. */
   configFiles?: string[];
   overrides?: ConfigOverrides;
@@ -39,18 +42,46 @@ export interface LoadConfigOptions {
 export const DEFAULT_DROPIN_DIRS = ['/usr/lib/mkinitrd-pkg/mkinitrd-pkg.conf.d', '/etc/mkinitrd-pkg/mkinitrd-pkg.conf.d'];
 export const DEFAULT_PRESET_DIRS = ['/etc/mkinitrd-pkg/presets', '/usr/lib/mkinitrd-pkg/presets', BUILTIN_PRESET_DIR];
 
-async function readConfigFile(path: string, including: readonly string[] = [], read: string[] = []): Promise<Assignment[]> {
-  let text: string;
+/** Config files are small; anything bigger is not one (a disk image, /dev/zero …). */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * The text of a config file (preset, drop-in, --config, sysext definition). Only a
+ * regular file is read: a FIFO would block forever, a device or /proc file never ends.
+ * Opened non-blocking and checked with fstat on the same descriptor, so nothing can be
+ * swapped in between the check and the read.
+ */
+export async function readConfigText(path: string, what = 'config file'): Promise<string> {
+  let handle;
   try {
-    text = await readFile(path, 'utf8');
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
   } catch (error) {
-    const from = including.length > 0 ? ` (included from ${including.at(-1)})` : '';
-    if (isErrnoException(error) && error.code === 'ENOENT') {
-      throw new UserError('CONFIG', `config file not found: ${path}${from}`);
-    }
-    throw new UserError('CONFIG', `cannot read config file ${path}${from}: ${(error as Error).message}`);
+    if (isErrnoException(error) && error.code === 'ENOENT') throw new UserError('CONFIG', `${what} not found: ${path}`);
+    throw new UserError('CONFIG', `cannot read ${what} ${path}: ${(error as Error).message}`);
   }
-  const assignments = await expandIncludes(parseIniAssignments(text, path), [...including, path], read);
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) {
+      throw new UserError('CONFIG', `${what} ${path} is ${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'not a regular file'}`, {
+        hint: 'name a regular file (a pipe or device cannot be a config file)',
+      });
+    }
+    if (st.size > MAX_CONFIG_BYTES) throw new UserError('CONFIG', `${what} ${path} is too large (${st.size} bytes; at most ${MAX_CONFIG_BYTES})`);
+    // A /proc file passes as "regular" with size 0 and may have nothing to read now
+    // (EAGAIN on the non-blocking descriptor): one line, not a crash.
+    const text = await handle.readFile('utf8').catch((error: Error) => {
+      throw new UserError('CONFIG', `cannot read ${what} ${path}: ${error.message}`);
+    });
+    if (text.length > MAX_CONFIG_BYTES) throw new UserError('CONFIG', `${what} ${path} is too large`);
+    return text;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readConfigFile(path: string, including: readonly string[] = [], read: string[] = []): Promise<Assignment[]> {
+  const what = including.length > 0 ? `config file included from ${including.at(-1)}` : 'config file';
+  const assignments = await expandIncludes(parseIniAssignments(await readConfigText(path, what), path), [...including, path], read);
   read.push(path);
   return assignments;
 }
@@ -125,14 +156,22 @@ export async function listPresets(presetDirs: string[] = DEFAULT_PRESET_DIRS): P
   return presets;
 }
 
-export async function findPreset(preset: string, presetDirs: string[] = DEFAULT_PRESET_DIRS): Promise<{ name: string; path: string }> {
-  if (preset.includes('/') || preset.endsWith('.conf')) {
+/** A preset name: what os-release(5) allows in ID= plus upper case (a preset file's base name). */
+export const PRESET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * Find a preset. `preset` is what the user typed (a name, or a path to a .conf file) —
+ * unless `nameOnly`: a value that came from data (an image's os-release ID=) is looked up
+ * as a name in the preset directories and never read as a path.
+ */
+export async function findPreset(preset: string, presetDirs: string[] = DEFAULT_PRESET_DIRS, options: { nameOnly?: boolean } = {}): Promise<{ name: string; path: string }> {
+  if (!options.nameOnly && (preset.includes('/') || preset.endsWith('.conf'))) {
     const path = resolve(preset);
     if (!(await pathExists(path))) throw new UserError('PRESET_NOT_FOUND', `preset file not found: ${preset}`);
     return { name: basename(path).replace(/\.conf$/, ''), path };
   }
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(preset)) {
-    throw new UserError('PRESET_NOT_FOUND', `invalid preset name "${preset}"`);
+  if (!PRESET_NAME_RE.test(preset) || preset.endsWith('.conf')) {
+    throw new UserError('PRESET_NOT_FOUND', `invalid preset name ${shown(preset)}`);
   }
   for (const dir of presetDirs) {
     const path = join(dir, `${preset}.conf`);
@@ -164,7 +203,7 @@ async function dropInFiles(dirs: string[]): Promise<string[]> {
  */
 export async function loadConfig(options: LoadConfigOptions = {}): Promise<ImageConfig> {
   const presetName = options.preset ?? 'debian';
-  const preset = await findPreset(presetName, options.presetDirs ?? DEFAULT_PRESET_DIRS);
+  const preset = await findPreset(presetName, options.presetDirs ?? DEFAULT_PRESET_DIRS, { nameOnly: options.presetNameOnly ?? false });
   const config = emptyConfig(preset.name);
   const layers = [preset.path, ...(await dropInFiles(options.dropInDirs ?? DEFAULT_DROPIN_DIRS)), ...(options.configFiles ?? []).map((f) => resolve(f))];
   for (const file of layers) {
@@ -201,8 +240,19 @@ function validateConfig(config: ImageConfig): void {
   if (!config.release) throw new UserError('CONFIG', `no Release= set (read: ${where})`);
   if (!config.mirror) throw new UserError('CONFIG', `no Mirror= set (read: ${where})`);
   if (config.packages.length === 0) throw new UserError('CONFIG', `no Packages= set (read: ${where})`);
+  // The command-line flags bypass the per-file checks of applyAssignments: same rules here.
+  const values: Array<[keyof ImageConfig, string | undefined]> = [
+    ['mirror', config.mirror],
+    ['kernelPackage', config.kernelPackage],
+    ['output', config.output],
+    ...config.packages.map((p): [keyof ImageConfig, string] => ['packages', p]),
+  ];
+  for (const [field, value] of values) {
+    const bad = value === undefined ? undefined : invalidValue(field, value);
+    if (bad) throw new UserError('CONFIG', `${field === 'packages' ? 'package' : field}: ${bad}`);
+  }
   for (const kver of config.kernelVersions) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(kver)) throw new UserError('USAGE', `invalid kernel version "${kver}"`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(kver)) throw new UserError('USAGE', `invalid kernel version ${shown(kver)}`);
   }
   if (config.compressionLevel !== undefined) {
     const [lo, hi] = LEVEL_RANGES[config.compression];

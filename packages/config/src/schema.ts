@@ -1,5 +1,5 @@
 import { UserError } from '@mkinitrd-pkg/common';
-import type { Assignment } from './ini-lines.js';
+import { shown, type Assignment } from './ini-lines.js';
 
 export type PackageManager = 'apt' | 'dnf';
 export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
@@ -57,11 +57,47 @@ function fail(where: Assignment, message: string, hint?: string): never {
   throw new UserError('CONFIG', `${where.file}:${where.line}: ${where.section}.${where.key}: ${message}`, hint ? { hint } : {});
 }
 
+/**
+ * Package names as apt and dnf take them on the command line (Debian policy §5.6.1 names,
+ * RPM names, with apt's =version and /release and dnf's version globs). Never starting
+ * with "-": a value like -oDPkg::Pre-Invoke::=… would be read as an option.
+ */
+export const PACKAGE_NAME_RE = /^[A-Za-z0-9?][A-Za-z0-9+._:~=/*?-]*$/;
+
+/** A repository URL: a scheme (http, https, file, mirror+http, …) and no whitespace or control characters. */
+const URL_RE = /^[a-z][a-z0-9+.-]*:\/\/[^\s\x00-\x1f\x7f]+$/;
+
+/** Control characters (NUL, newline, escape …): never valid in a config value that reaches apt or dnf. */
+const CONTROL_RE = /[\x00-\x1f\x7f-\x9f]/;
+
+/**
+ * Why a value of `field` is unacceptable, or undefined. Values go into apt's and dnf's
+ * sources files and argument lists: a newline in Mirror= would add a repository line,
+ * a NUL would cut an argument, a leading "-" would become an option. Checked for every
+ * layer (file:line) and for the command-line flags.
+ */
+export function invalidValue(field: keyof ImageConfig, value: string): string | undefined {
+  if (CONTROL_RE.test(value)) return `control characters are not allowed: ${shown(value)}`;
+  switch (field) {
+    case 'packages':
+    case 'kernelPackage':
+      return PACKAGE_NAME_RE.test(value) ? undefined : `invalid package name ${shown(value)}`;
+    case 'mirror':
+      return URL_RE.test(value) ? undefined : `expected a URL like http://deb.debian.org/debian, got ${shown(value)}`;
+    case 'distribution':
+    case 'release':
+    case 'components':
+      return /^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(value) ? undefined : `invalid name ${shown(value)}`;
+    default:
+      return undefined;
+  }
+}
+
 export function parseBoolean(value: string, where: Assignment): boolean {
   const v = value.toLowerCase();
   if (['yes', 'true', '1', 'on'].includes(v)) return true;
   if (['no', 'false', '0', 'off'].includes(v)) return false;
-  fail(where, `expected yes or no, got "${value}"`);
+  fail(where, `expected yes or no, got ${shown(value)}`);
 }
 
 function parseCompression(value: string, where: Assignment): Compression {
@@ -69,21 +105,21 @@ function parseCompression(value: string, where: Assignment): Compression {
   if (v === 'yes') return 'zstd';
   if (v === 'no') return 'none';
   if ((COMPRESSIONS as readonly string[]).includes(v)) return v as Compression;
-  fail(where, `unknown compression "${value}"`, `use one of: ${COMPRESSIONS.join(', ')}`);
+  fail(where, `unknown compression ${shown(value)}`, `use one of: ${COMPRESSIONS.join(', ')}`);
 }
 
 function parsePackageManager(value: string, where: Assignment): PackageManager {
   if (value === 'apt' || value === 'dnf') return value;
-  fail(where, `unknown package manager "${value}"`, 'use apt or dnf');
+  fail(where, `unknown package manager ${shown(value)}`, 'use apt or dnf');
 }
 
 function parseLevel(value: string, where: Assignment): number {
-  if (!/^-?\d+$/.test(value)) fail(where, `expected a whole number, got "${value}"`);
+  if (!/^-?\d+$/.test(value)) fail(where, `expected a whole number, got ${shown(value)}`);
   return Number(value);
 }
 
 function parseArchitecture(value: string, where: Assignment): string {
-  if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture "${value}"`);
+  if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture ${shown(value)}`);
   return value;
 }
 
@@ -189,6 +225,8 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
         ? a.value.split('\n').map((l) => l.trim()).filter(Boolean)
         : a.value.split(/\s+/).filter(Boolean);
       for (const item of items) {
+        const bad = invalidValue(spec.field, item.startsWith('!') ? item.slice(1) : item);
+        if (bad) fail(a, bad);
         if (item.startsWith('!')) {
           // "!name" removes an item a lower layer added.
           config[field] = config[field].filter((x) => x !== item.slice(1));
@@ -197,6 +235,9 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
         }
       }
     } else {
+      // Scalars are one line: an indented continuation would smuggle a newline in.
+      const bad = a.value.includes('\n') ? `must be one line, got ${shown(a.value)}` : a.value === '' ? undefined : invalidValue(spec.field, a.value);
+      if (bad) fail(a, bad);
       const value = spec.parse ? spec.parse(a.value, a) : a.value;
       (config as unknown as Record<ScalarKey, unknown>)[spec.field as ScalarKey] = a.value === '' && OPTIONAL_SCALARS.has(spec.field) ? undefined : value;
     }

@@ -10,7 +10,7 @@ export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
 
 /** What a segment of an image can be (reading accepts more than we write). */
-export type SegmentFormat = Compression | 'bzip2' | 'lzma';
+export type SegmentFormat = Compression | 'bzip2' | 'lzma' | 'lzo';
 
 /**
  * Default levels: zstd 3 (zstd's own default: fast to build, and decompression speed at
@@ -59,11 +59,14 @@ export function decompressorCommand(format: Exclude<SegmentFormat, 'none' | 'gzi
     case 'xz':
       return ['xz', ['-q', '-d', '-c']];
     case 'lzma':
-      return ['xz', ['-q', '-d', '-c', '--format=lzma']];
+      // .lzma has no magic after its end: --single-stream stops there (trailing NUL padding).
+      return ['xz', ['-q', '-d', '-c', '--format=lzma', '--single-stream']];
     case 'lz4':
       return ['lz4', ['-q', '-d', '-c']];
     case 'bzip2':
       return ['bzip2', ['-q', '-d', '-c']];
+    case 'lzo':
+      return ['lzop', ['-q', '-d', '-c']];
   }
 }
 
@@ -77,6 +80,7 @@ export function detectFormat(head: Buffer): SegmentFormat | undefined {
   if (b(0) === 0x02 && b(1) === 0x21 && b(2) === 0x4c && b(3) === 0x18) return 'lz4';
   if (b(0) === 0x42 && b(1) === 0x5a && b(2) === 0x68) return 'bzip2';
   if (b(0) === 0x5d && b(1) === 0x00 && b(2) === 0x00) return 'lzma';
+  if (head.length >= 8 && head.toString('latin1', 0, 8) === '\x89LZO\x00\r\n\x1a') return 'lzo';
   return undefined;
 }
 
@@ -109,8 +113,24 @@ export async function gzipCompress(data: Buffer, level: number): Promise<Buffer>
   );
 }
 
+/** Compress one in-memory frame with the external program (lz4; zstd, xz work too). */
+export async function externalCompress(compression: Exclude<Compression, 'none' | 'gzip'>, level: number, data: Buffer): Promise<Buffer> {
+  const [cmd, args] = compressorCommand(compression, level);
+  const { child, exited } = spawnFilter(cmd, args, 'pipe');
+  const parts: Buffer[] = [];
+  child.stdout!.on('data', (d: Buffer) => parts.push(d));
+  child.stdin!.end(data);
+  const status = await exited;
+  if (status.code !== 0) {
+    throw new UserError('COMMAND_FAILED', `${cmd} ${args.join(' ')} ${status.signal ? `was killed by ${status.signal}` : `exited with ${status.code}`}`, {
+      hint: status.stderr.trim() || undefined,
+    });
+  }
+  return Buffer.concat(parts);
+}
+
 export function missingTool(name: string): UserError {
-  return new UserError('MISSING_TOOL', `${name} is not installed`, { hint: `install it (Debian: apt-get install ${name === 'lz4' ? 'lz4' : name === 'xz' ? 'xz-utils' : name})` });
+  return new UserError('MISSING_TOOL', `${name} is not installed`, { hint: `install it (Debian: apt-get install ${name === 'xz' ? 'xz-utils' : name})` });
 }
 
 /** Spawn a filter process; ENOENT becomes MISSING_TOOL. stderr is collected (last 4 KiB). */

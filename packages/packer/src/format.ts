@@ -1,5 +1,10 @@
-/** Human-readable rendering of inspect results (the CLI prints this; --json prints the data). */
-import type { InspectEntry, InspectResult } from './inspect.js';
+/**
+ * Human-readable rendering of inspect results (the CLI prints this; --json prints the
+ * data), one event at a time so that any number of entries streams, with every name and
+ * link target escaped as `ls -b` does: an image's names must not reach a terminal raw.
+ */
+import type { CpioEntry } from './reader.js';
+import type { InspectEntry, InspectEvent, InspectResult, InspectSegment, InspectTotals } from './inspect.js';
 
 const TYPE_CHAR: Record<InspectEntry['type'], string> = {
   file: '-',
@@ -23,7 +28,7 @@ export function modeString(type: InspectEntry['type'], mode: number): string {
   );
 }
 
-function formatSize(bytes: number): string {
+export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];
   let v = bytes;
   let u = 0;
@@ -38,50 +43,112 @@ function formatTime(mtime: number): string {
   return new Date(mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
 }
 
-/** Like lsinitrd: a header per segment, then an `ls -l`-style line per member, then totals. */
-export function formatInspect(result: InspectResult): string {
-  const lines: string[] = [];
-  lines.push(`Image: ${result.path}: ${formatSize(result.size)}, ${result.segments.length} segment${result.segments.length === 1 ? '' : 's'}`);
-  const bySegment = new Map<number, InspectEntry[]>();
-  for (const e of result.entries) {
-    let list = bySegment.get(e.segment);
-    if (!list) bySegment.set(e.segment, (list = []));
-    list.push(e);
-  }
-  for (const s of result.segments) {
-    lines.push('');
-    const ratio = s.compression === 'none' ? '' : ` → ${formatSize(s.uncompressedSize)} uncompressed`;
-    lines.push(
-      `Segment ${s.index} at byte ${s.offset}: ${s.compression === 'none' ? 'uncompressed' : s.compression}, ${formatSize(s.size)}${ratio}, ` +
-        `${s.archives} archive${s.archives === 1 ? '' : 's'}, ${s.entries} entr${s.entries === 1 ? 'y' : 'ies'}`,
-    );
-    const list = bySegment.get(s.index) ?? [];
-    if (list.length === 0) continue;
-    lines.push('='.repeat(72));
-    const w = {
-      nlink: Math.max(...list.map((e) => String(e.nlink).length)),
-      uid: Math.max(...list.map((e) => String(e.uid).length)),
-      gid: Math.max(...list.map((e) => String(e.gid).length)),
-      size: Math.max(...list.map((e) => sizeColumn(e).length)),
-    };
-    for (const e of list) {
-      let line =
-        `${modeString(e.type, parseInt(e.mode, 8))} ${String(e.nlink).padStart(w.nlink)} ${String(e.uid).padEnd(w.uid)} ` +
-        `${String(e.gid).padEnd(w.gid)} ${sizeColumn(e).padStart(w.size)} ${formatTime(e.mtime)} ${e.name}`;
-      if (e.linkTarget !== undefined) line += ` -> ${e.linkTarget}`;
-      if (e.hardLinkTo !== undefined) line += ` (hard link to ${e.hardLinkTo})`;
-      lines.push(line);
+const NAMED_ESCAPES: Record<number, string> = { 7: '\\a', 8: '\\b', 9: '\\t', 10: '\\n', 11: '\\v', 12: '\\f', 13: '\\r', 0x20: '\\ ', 0x5c: '\\\\' };
+const octal = (byte: number) => '\\' + byte.toString(8).padStart(3, '0');
+/** Code points a terminal does not print as themselves: controls (C0, DEL, C1), format characters (bidi overrides …), separators, surrogates, private use, unassigned. */
+const NONPRINTING = /[\p{C}\p{Zl}\p{Zp}\uFFFD]/u;
+
+/**
+ * A name as `ls -b` (--quoting-style=escape) shows it in a UTF-8 locale: C escapes for
+ * \a \b \t \n \v \f \r, space and backslash; every other byte that is not part of a
+ * printable UTF-8 character as a 3-digit octal escape. So no name can forge a line or send
+ * an escape sequence, and the bytes stay recoverable.
+ */
+export function escapeName(raw: Buffer): string {
+  let out = '';
+  let plain = 0;
+  const flush = (i: number) => {
+    if (i > plain) out += raw.toString('latin1', plain, i);
+  };
+  let i = 0;
+  while (i < raw.length) {
+    const b = raw[i]!;
+    if (b > 0x20 && b < 0x7f && b !== 0x5c) {
+      i++;
+      continue;
     }
-    lines.push('='.repeat(72));
+    flush(i);
+    if (b < 0x80) {
+      out += NAMED_ESCAPES[b] ?? octal(b);
+      plain = ++i;
+      continue;
+    }
+    const len = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    let ok = len > 0 && i + len <= raw.length;
+    for (let k = 1; ok && k < len; k++) ok = (raw[i + k]! & 0xc0) === 0x80;
+    const ch = ok ? raw.toString('utf8', i, i + len) : '';
+    if (ok && [...ch].length === 1 && !NONPRINTING.test(ch)) {
+      out += ch;
+      i += len;
+    } else {
+      const n = ok ? len : 1;
+      for (let k = 0; k < n; k++) out += octal(raw[i + k]!);
+      i += n;
+    }
+    plain = i;
   }
-  const t = result.totals;
-  lines.push('');
-  lines.push(
-    `Total: ${t.entries} entries (${t.files} files, ${t.dirs} dirs, ${t.symlinks} symlinks, ${t.hardlinks} hard links, ` +
-      `${t.devices} devices, ${t.fifos} fifos, ${t.sockets} sockets), ${formatSize(t.dataBytes)} of data, ` +
-      `${t.archives} archive${t.archives === 1 ? '' : 's'} in ${t.segments} segment${t.segments === 1 ? '' : 's'}`,
+  flush(i);
+  return out;
+}
+
+const RULE = '='.repeat(72);
+
+/**
+ * Text for one inspect event (like lsinitrd: a header per segment, an `ls -l`-style line
+ * per member with fixed-width columns, so that nothing needs the whole list first).
+ */
+export function formatInspectEvent(event: InspectEvent): string {
+  switch (event.kind) {
+    case 'image':
+      return `Image: ${escapeName(Buffer.from(event.path))}: ${formatSize(event.size)}\n`;
+    case 'segment':
+      return `\nSegment ${event.index} at byte ${event.offset}: ${event.compression === 'none' ? 'uncompressed' : event.compression}\n${RULE}\n`;
+    case 'entry':
+      return formatEntry(event.entry, event.raw);
+    case 'segment-end':
+      return formatSegmentEnd(event.segment);
+    case 'end':
+      return formatTotals(event.totals);
+  }
+}
+
+function formatSegmentEnd(s: InspectSegment): string {
+  const ratio = s.compression === 'none' ? '' : ` → ${formatSize(s.uncompressedSize)} uncompressed`;
+  return (
+    `${RULE}\nSegment ${s.index}: ${formatSize(s.size)}${ratio}, ` +
+    `${s.archives} archive${s.archives === 1 ? '' : 's'}, ${s.entries} entr${s.entries === 1 ? 'y' : 'ies'}\n`
   );
-  return lines.join('\n') + '\n';
+}
+
+function formatTotals(t: InspectTotals): string {
+  return (
+    `\nTotal: ${t.entries} entries (${t.files} files, ${t.dirs} dirs, ${t.symlinks} symlinks, ${t.hardlinks} hard links, ` +
+    `${t.devices} devices, ${t.fifos} fifos, ${t.sockets} sockets), ${formatSize(t.dataBytes)} of data, ` +
+    `${t.archives} archive${t.archives === 1 ? '' : 's'} in ${t.segments} segment${t.segments === 1 ? '' : 's'}\n`
+  );
+}
+
+function formatEntry(e: InspectEntry, raw?: Pick<CpioEntry, 'rawName' | 'rawLinkTarget' | 'rawHardLinkTo'>): string {
+  const name = escapeName(raw?.rawName ?? Buffer.from(e.name));
+  let line =
+    `${modeString(e.type, parseInt(e.mode, 8))} ${String(e.nlink).padStart(3)} ${String(e.uid).padEnd(5)} ` +
+    `${String(e.gid).padEnd(5)} ${sizeColumn(e).padStart(9)} ${formatTime(e.mtime)} ${name}`;
+  if (e.linkTarget !== undefined) line += ` -> ${escapeName(raw?.rawLinkTarget ?? Buffer.from(e.linkTarget))}`;
+  if (e.hardLinkTo !== undefined) line += ` (hard link to ${escapeName(raw?.rawHardLinkTo ?? Buffer.from(e.hardLinkTo))})`;
+  return line + '\n';
+}
+
+/** The whole text of an inspect result held in memory (formatInspectEvent streams the same). */
+export function formatInspect(result: InspectResult): string {
+  const parts: string[] = [formatInspectEvent({ kind: 'image', path: result.path, size: result.size })];
+  let e = 0;
+  for (const s of result.segments) {
+    parts.push(formatInspectEvent({ kind: 'segment', index: s.index, offset: s.offset, compression: s.compression }));
+    for (; e < result.entries.length && result.entries[e]!.segment === s.index; e++) parts.push(formatEntry(result.entries[e]!));
+    parts.push(formatSegmentEnd(s));
+  }
+  parts.push(formatTotals(result.totals));
+  return parts.join('');
 }
 
 function sizeColumn(e: InspectEntry): string {

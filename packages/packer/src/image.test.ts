@@ -150,14 +150,14 @@ describe('pack → read → extract (small tree, in-process)', () => {
     const { ArchiveFiller } = await import('./writer.js');
     const scan = scanTree(grow);
     await writeFile(join(grow, 'f'), 'abcdef');
-    expect(() => new ArchiveFiller(scan.entries).fill(Buffer.alloc(1 << 16))).toThrow(/grew/);
+    expect(() => new ArchiveFiller(scan.entries, 0, scan.entries.length, true, scan.walker).fill(Buffer.alloc(1 << 16))).toThrow(/grew/);
     await writeFile(join(grow, 'f'), 'a');
-    expect(() => new ArchiveFiller(scan.entries).fill(Buffer.alloc(1 << 16))).toThrow(/shrank/);
+    expect(() => new ArchiveFiller(scan.entries, 0, scan.entries.length, true, scan.walker).fill(Buffer.alloc(1 << 16))).toThrow(/shrank/);
     await rm(join(grow, 'f'));
     await symlink('/etc/passwd', join(grow, 'f'));
     let error: unknown;
     try {
-      new ArchiveFiller(scan.entries).fill(Buffer.alloc(1 << 16));
+      new ArchiveFiller(scan.entries, 0, scan.entries.length, true, scan.walker).fill(Buffer.alloc(1 << 16));
     } catch (e) {
       error = e;
     }

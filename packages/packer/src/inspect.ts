@@ -1,8 +1,13 @@
 /**
- * inspectImage: what `lsinitrd` shows, as data — segments (offset, compression, archives,
- * entries, sizes), every member, and totals.
+ * inspectImage / inspectEvents: what `lsinitrd` shows, as data — segments (offset,
+ * compression, archives, entries, sizes), every member, and totals.
+ *
+ * inspectEvents streams: it holds one member at a time (an image of 12 million entries
+ * is listed in constant memory); inspectImage collects the same events into one object
+ * for callers that want it all (and can afford it).
  */
-import { readImageEvents, type SegmentStats } from './reader.js';
+import { fstatSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
+import { readImageEvents, type CpioEntry, type SegmentStats } from './reader.js';
 import type { SegmentFormat } from './compress.js';
 import type { EntryType } from './newc.js';
 
@@ -63,34 +68,55 @@ export interface InspectOptions {
   entries?: boolean;
 }
 
-export async function inspectImage(path: string, options: InspectOptions = {}): Promise<InspectResult> {
+export type InspectEvent =
+  | { kind: 'image'; path: string; size: number }
+  | { kind: 'segment'; index: number; offset: number; compression: SegmentFormat }
+  /** `raw` has the exact bytes of names and targets (for escaping them in text output). */
+  | { kind: 'entry'; entry: InspectEntry; raw: CpioEntry }
+  | { kind: 'segment-end'; segment: InspectSegment }
+  | { kind: 'end'; totals: InspectTotals };
+
+export function emptyTotals(): InspectTotals {
+  return { segments: 0, archives: 0, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, devices: 0, fifos: 0, sockets: 0, dataBytes: 0, uncompressedSize: 0 };
+}
+
+function imageSize(path: string): number {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (the reader refuses it next).
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch {
+    return 0; // the reader reports why
+  }
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The image as a stream of events, one member at a time (constant memory). */
+export async function* inspectEvents(path: string, options: InspectOptions = {}): AsyncGenerator<InspectEvent, void, undefined> {
   const withEntries = options.entries ?? true;
-  const segments: InspectSegment[] = [];
-  const entries: InspectEntry[] = [];
-  const totals: InspectTotals = {
-    segments: 0,
-    archives: 0,
-    entries: 0,
-    files: 0,
-    dirs: 0,
-    symlinks: 0,
-    hardlinks: 0,
-    devices: 0,
-    fifos: 0,
-    sockets: 0,
-    dataBytes: 0,
-    uncompressedSize: 0,
-  };
+  const totals = emptyTotals();
+  let started = false;
   for await (const event of readImageEvents(path)) {
+    if (!started) {
+      started = true;
+      yield { kind: 'image', path, size: imageSize(path) };
+    }
+    if (event.kind === 'segment') {
+      yield { kind: 'segment', index: event.segment.index, offset: event.segment.offset, compression: event.segment.format };
+      continue;
+    }
     if (event.kind === 'segment-end') {
       const { segment, stats } = event;
-      segments.push({ index: segment.index, offset: segment.offset, compression: segment.format, ...stats });
       totals.segments++;
       totals.archives += stats.archives;
       totals.uncompressedSize += stats.uncompressedSize;
+      yield { kind: 'segment-end', segment: { index: segment.index, offset: segment.offset, compression: segment.format, ...stats } };
       continue;
     }
-    if (event.kind !== 'member') continue;
     const { entry, segment, archive } = event.member;
     totals.entries++;
     totals.dataBytes += entry.size;
@@ -133,8 +159,20 @@ export async function inspectImage(path: string, options: InspectOptions = {}): 
     if (entry.linkTarget !== undefined) item.linkTarget = entry.linkTarget;
     if (entry.hardLinkTo !== undefined) item.hardLinkTo = entry.hardLinkTo;
     if (entry.type === 'char' || entry.type === 'block') item.rdev = `${entry.rdevMajor}:${entry.rdevMinor}`;
-    entries.push(item);
+    yield { kind: 'entry', entry: item, raw: entry };
   }
-  const { statSync } = await import('node:fs');
-  return { path, size: statSync(path).size, segments, entries, totals };
+  if (!started) yield { kind: 'image', path, size: imageSize(path) };
+  yield { kind: 'end', totals };
+}
+
+/** All of inspectEvents in one object. */
+export async function inspectImage(path: string, options: InspectOptions = {}): Promise<InspectResult> {
+  const result: InspectResult = { path, size: 0, segments: [], entries: [], totals: emptyTotals() };
+  for await (const event of inspectEvents(path, options)) {
+    if (event.kind === 'image') result.size = event.size;
+    else if (event.kind === 'entry') result.entries.push(event.entry);
+    else if (event.kind === 'segment-end') result.segments.push(event.segment);
+    else if (event.kind === 'end') result.totals = event.totals;
+  }
+  return result;
 }

@@ -131,7 +131,7 @@ describe('finishEntries and planChunks', () => {
     expect(list.map((e) => e.nlink)).toEqual([4, 3, 2, 2]);
   });
 
-  it('cuts chunks at member boundaries, never inside a hard-link group, big members alone', () => {
+  it('cuts one archive into frames at member boundaries, inside hard-link groups too; big members alone; one trailer at the end', () => {
     const names = Array.from({ length: 20 }, (_, i) => `f${String(i).padStart(2, '0')}`);
     const list = entries(names, { f10: 5000 });
     for (const e of list) if (e.name !== 'f10') e.size = 400;
@@ -141,17 +141,25 @@ describe('finishEntries and planChunks', () => {
     expect(chunks[0]!.start).toBe(0);
     for (let i = 1; i < chunks.length; i++) expect(chunks[i]!.start).toBe(chunks[i - 1]!.end);
     expect(chunks.at(-1)!.end).toBe(list.length);
-    // f02…f07 share a chunk; f10 is alone
+    // only the last frame carries the TRAILER!!!
+    expect(chunks.map((c) => c.trailer)).toEqual(chunks.map((_, i) => i === chunks.length - 1));
+    // the kernel keeps its hard-link table across frames: a group may be split (f02 … f07)
     const chunkOf = (i: number) => chunks.findIndex((c) => c.start <= i && i < c.end);
-    expect(chunkOf(2)).toBe(chunkOf(7));
+    expect(chunkOf(2)).not.toBe(chunkOf(7));
     const big = chunks[chunkOf(10)]!;
     expect([big.start, big.end]).toEqual([10, 11]);
-    // sizes are exact
+    // sizes are exact, and no frame but a lone big member exceeds the target
+    let total = 0;
     for (const c of chunks) {
-      let bytes = TRAILER_SIZE;
+      let bytes = c.trailer ? TRAILER_SIZE : 0;
       for (let i = c.start; i < c.end; i++) bytes += memberSize(list[i]!.name.length, list[i]!.size);
       expect(c.bytes).toBe(bytes);
+      if (c.end - c.start > 1) expect(c.bytes).toBeLessThanOrEqual(2048);
+      total += c.bytes;
     }
+    expect(total).toBe(list.reduce((n, e) => n + memberSize(e.name.length, e.size), TRAILER_SIZE));
     expect(planChunks(list, 2048)).toEqual(chunks);
+    // an empty tree is one frame holding just the trailer
+    expect(planChunks([], 2048)).toEqual([{ start: 0, end: 0, bytes: TRAILER_SIZE, trailer: true }]);
   });
 });

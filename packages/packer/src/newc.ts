@@ -181,7 +181,7 @@ function getHex8(buf: Buffer, off: number, what: string, where: string): number 
 
 export function corrupt(message: string): UserError {
   return new UserError('ARCHIVE_CORRUPT', message, {
-    hint: 'the image is truncated, damaged, or not an initrd (newc cpio archives, uncompressed or zstd/xz/gzip/lz4/bzip2/lzma)',
+    hint: 'the image is truncated, damaged, or not an initrd (newc cpio archives, uncompressed or zstd/xz/gzip/lz4/bzip2/lzma/lzo)',
   });
 }
 

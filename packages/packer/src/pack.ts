@@ -2,29 +2,31 @@
  * packTree: a directory → a reproducible initrd image.
  *
  *   [uncompressed newc archive of the microcode tree]      (optional, "early cpio")
- *   [main tree: one archive, or complete archives ("chunks") each compressed on its own]
+ *   [main tree: ONE newc archive, compressed as independent frames]
  *
- * The kernel unpacks a concatenation of archives, compressed or not (init/initramfs.c:
+ * The kernel unpacks a concatenation of archives and compressed members (init/initramfs.c:
  * unpack_to_rootfs loops over the buffer, skipping NUL padding and picking a
  * decompressor by magic); see Documentation/driver-api/early-userspace/buffer-format.rst.
+ * The main archive is cut into frames at member boundaries (see planChunks for why the
+ * kernel accepts that), so every userspace tool that stops at the first TRAILER!!! still
+ * sees the whole tree: decompressing the main part gives exactly what `none` writes.
  *
  * Memory stays bounded whatever the tree size:
  *  - none: one archive streamed through a reusable buffer (synchronous fs calls);
- *  - xz, lz4: one archive streamed into the external compressor, whose stdout is the
- *    output file itself;
- *  - zstd, gzip: the member list is cut into complete archives of ~chunkSize bytes,
- *    compressed in parallel in the libuv thread pool with a bounded number in flight and
- *    written in order. A chunk bigger than IN_MEMORY_LIMIT (a huge file, or a hard-link
- *    group spanning much of the tree) is streamed instead: gzip through a zlib stream, zstd
- *    through the `zstd` program (the in-process binding only compresses whole buffers);
- *    without a `zstd` program such a chunk is compressed in memory, with a warning.
+ *  - xz: one stream through `xz -T0` (parallel blocks inside the stream; see writeImage);
+ *  - zstd, gzip, lz4: frames of ~chunkSize bytes compressed in parallel (zstd and gzip
+ *    in the libuv thread pool, lz4 by one program per frame) with a bounded number
+ *    in flight and written in order. A frame bigger than IN_MEMORY_LIMIT (a huge file) is
+ *    streamed instead: gzip through a zlib stream, the others through their program (the
+ *    in-process zstd binding only compresses whole buffers); without a `zstd` program such
+ *    a frame is compressed in memory, with a warning.
  */
 import { fdatasync, fstatSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { UserError, withAtomicOutput, getLogger, type Logger } from '@mkinitrd-pkg/common';
 import { minorGc } from './gc.js';
-import { compressorCommand, gzipCompress, resolveLevel, spawnFilter, zstdCompress, type Compression } from './compress.js';
-import { TRAILER_SIZE, U32_MAX } from './newc.js';
+import { compressorCommand, externalCompress, gzipCompress, resolveLevel, spawnFilter, zstdCompress, type Compression } from './compress.js';
+import { U32_MAX } from './newc.js';
 import { scanTree, displayName, type PackEntry, type ScanOptions, type ScanResult } from './scan.js';
 import { ArchiveFiller, MIN_FILL_BUFFER, planChunks, type Chunk } from './writer.js';
 
@@ -41,9 +43,9 @@ export interface PackOptions extends ScanOptions {
   microcode?: string;
   /** Mode of the output file, default 0o600. */
   mode?: number;
-  /** Target size of each separately compressed archive (zstd, gzip), default 8 MiB. */
+  /** Target size of each separately compressed frame of the main archive, default 8 MiB. */
   chunkSize?: number;
-  /** Archives compressed at once (zstd, gzip); default: the number of CPUs, fewer at high zstd levels (memory). */
+  /** Frames compressed at once; default: the number of CPUs, fewer at high zstd levels (memory). */
   parallelism?: number;
   logger?: Logger;
   /** Called with (bytes of archive produced, total) as packing proceeds. */
@@ -58,8 +60,10 @@ export interface PackSegment {
   compression: Compression;
   /** What the segment holds: 'microcode' or 'main'. */
   role: 'microcode' | 'main';
-  /** Complete newc archives in the segment (chunks). */
+  /** Complete newc archives in the segment (always 1: one TRAILER!!!). */
   archives: number;
+  /** Independently compressed members (zstd frames, gzip members, xz/lz4 streams); 1 when uncompressed. */
+  frames: number;
   entries: number;
   /** Bytes of newc data before compression. */
   uncompressedSize: number;
@@ -172,7 +176,23 @@ export async function packTree(options: PackOptions): Promise<PackResult> {
   if (options.sourceDateEpoch !== undefined) scanOptions.sourceDateEpoch = options.sourceDateEpoch;
   // Scan before creating the output, so an output inside the tree is never packed half-written.
   const microcode = options.microcode !== undefined ? scanTree(options.microcode, scanOptions) : undefined;
-  const main = scanTree(root, scanOptions);
+  let main: ScanResult;
+  try {
+    main = scanTree(root, scanOptions);
+  } catch (error) {
+    microcode?.walker.close();
+    throw error;
+  }
+  try {
+    return await packScanned(options, main, microcode, compression, level, logger);
+  } finally {
+    // The trees' directory descriptors (the writer read every file through them).
+    main.walker.close();
+    microcode?.walker.close();
+  }
+}
+
+async function packScanned(options: PackOptions, main: ScanResult, microcode: ScanResult | undefined, compression: Compression, level: number, logger: Logger): Promise<PackResult> {
   logger.debug({ root: main.root, entries: main.entries.length, bytes: main.archiveBytes }, 'scanned tree');
   const total = main.archiveBytes + (microcode?.archiveBytes ?? 0);
   const progress = new ProgressTracker(total, options.onProgress);
@@ -182,15 +202,15 @@ export async function packTree(options: PackOptions): Promise<PackResult> {
     async (out) => {
       const fd = out.handle.fd;
       const early = new EarlySync(fd);
-      let written: { segments: PackSegment[]; mainOffset: number; archives: number };
+      let written: { segments: PackSegment[]; mainOffset: number; frames: number };
       try {
         written = await writeImage(fd, main, microcode, { ...options, compression, level, logger }, progress, early);
       } finally {
         await early.settle();
       }
-      const { segments, mainOffset, archives } = written;
+      const { segments, mainOffset, frames } = written;
       const size = fstatSync(fd).size;
-      segments.push(segment(mainOffset, size - mainOffset, compression, 'main', archives, main));
+      segments.push(segment(mainOffset, size - mainOffset, compression, 'main', frames, main));
       const result: PackResult = {
         output: options.output,
         size,
@@ -215,42 +235,36 @@ async function writeImage(
   options: PackOptions & { compression: Compression; level: number; logger: Logger },
   progress: ProgressTracker,
   early: EarlySync,
-): Promise<{ segments: PackSegment[]; mainOffset: number; archives: number }> {
+): Promise<{ segments: PackSegment[]; mainOffset: number; frames: number }> {
   const { compression, level, logger } = options;
   const segments: PackSegment[] = [];
   let mainOffset = 0;
   if (microcode) {
-    writeArchiveSync(fd, microcode.entries, progress, early);
+    writeArchiveSync(fd, microcode, progress, early);
     segments.push(segment(0, microcode.archiveBytes, 'none', 'microcode', 1, microcode));
     mainOffset = microcode.archiveBytes;
   }
-  let archives = 1;
-  switch (compression) {
-    case 'none':
-      writeArchiveSync(fd, main.entries, progress, early);
-      break;
-    case 'xz':
-    case 'lz4': {
-      const [cmd, args] = compressorCommand(compression, level);
-      await pipeArchive(cmd, args, fd, main.entries, 0, main.entries.length, progress);
-      break;
-    }
-    case 'zstd':
-    case 'gzip': {
-      const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
-      const chunks = planChunks(main.entries, chunkSize);
-      archives = chunks.length;
-      const parallelism = options.parallelism ?? defaultParallelism(compression, level);
-      await writeChunked(fd, main.entries, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
-      break;
-    }
+  if (compression === 'none') {
+    writeArchiveSync(fd, main, progress, early);
+    return { segments, mainOffset, frames: 1 };
   }
-  return { segments, mainOffset, archives };
+  if (compression === 'xz') {
+    // ONE xz stream: dracut's lsinitrd reads xz with `xzcat --single-stream` and would
+    // see only the first of several streams. `xz -T0` still compresses in parallel (it
+    // cuts the stream into independent blocks itself) with bounded memory.
+    const [cmd, args] = compressorCommand('xz', level);
+    await pipeArchive(cmd, args, fd, main, { start: 0, end: main.entries.length, bytes: main.archiveBytes, trailer: true }, progress);
+    return { segments, mainOffset, frames: 1 };
+  }
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const chunks = planChunks(main.entries, chunkSize);
+  const parallelism = options.parallelism ?? defaultParallelism(compression, level);
+  await writeChunked(fd, main, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
+  return { segments, mainOffset, frames: chunks.length };
 }
 
-function segment(offset: number, size: number, compression: Compression, role: PackSegment['role'], archives: number, scan: ScanResult): PackSegment {
-  const uncompressedSize = scan.archiveBytes + (archives - 1) * TRAILER_SIZE;
-  return { offset, size, compression, role, archives, entries: scan.entries.length, uncompressedSize };
+function segment(offset: number, size: number, compression: Compression, role: PackSegment['role'], frames: number, scan: ScanResult): PackSegment {
+  return { offset, size, compression, role, archives: 1, frames, entries: scan.entries.length, uncompressedSize: scan.archiveBytes };
 }
 
 class ProgressTracker {
@@ -268,11 +282,11 @@ class ProgressTracker {
 let syncBuffer: Buffer | undefined;
 
 /** One archive, streamed synchronously into `fd` (the 'none' path: as fast as cpio). */
-function writeArchiveSync(fd: number, entries: readonly PackEntry[], progress: ProgressTracker, early: EarlySync): void {
+function writeArchiveSync(fd: number, tree: ScanResult, progress: ProgressTracker, early: EarlySync): void {
   // Shared between calls: safe because this function never yields to the event loop.
   syncBuffer ??= Buffer.allocUnsafe(STREAM_BUFFER);
   const buf = syncBuffer;
-  const filler = new ArchiveFiller(entries);
+  const filler = new ArchiveFiller(tree.entries, 0, tree.entries.length, true, tree.walker);
   while (!filler.done) {
     const n = filler.fill(buf, 0);
     writeAll(fd, buf, n);
@@ -281,19 +295,18 @@ function writeArchiveSync(fd: number, entries: readonly PackEntry[], progress: P
   }
 }
 
-/** Members [start, end) as one archive through an external compressor writing to `fd`. */
+/** One frame through an external compressor writing to `fd`. */
 async function pipeArchive(
   cmd: string,
   args: string[],
   fd: number,
-  entries: readonly PackEntry[],
-  start: number,
-  end: number,
+  tree: ScanResult,
+  chunk: Chunk,
   progress: ProgressTracker,
 ): Promise<void> {
   const { child, exited } = spawnFilter(cmd, args, fd);
   const stdin = child.stdin!;
-  const filler = new ArchiveFiller(entries, start, end);
+  const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
   const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
   const pending: (Promise<void> | undefined)[] = [undefined, undefined];
   let failed: unknown;
@@ -335,7 +348,7 @@ async function pipeArchive(
 }
 
 interface ChunkOptions {
-  compression: 'zstd' | 'gzip';
+  compression: Exclude<Compression, 'none'>;
   level: number;
   chunkSize: number;
   parallelism: number;
@@ -344,12 +357,12 @@ interface ChunkOptions {
 }
 
 /**
- * Complete archives, each compressed on its own in the thread pool, `parallelism` at a
- * time, written in order. Memory: `parallelism` pooled chunk buffers, plus one reusable
+ * Frames, each compressed on its own (thread pool or one program each), `parallelism` at
+ * a time, written in order. Memory: `parallelism` pooled chunk buffers, plus one reusable
  * buffer for the occasional chunk up to IN_MEMORY_FACTOR × chunkSize (a big file), plus
  * what zstd holds; bigger chunks are streamed.
  */
-async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: Chunk[], options: ChunkOptions, progress: ProgressTracker): Promise<void> {
+async function writeChunked(fd: number, tree: ScanResult, chunks: Chunk[], options: ChunkOptions, progress: ProgressTracker): Promise<void> {
   const { compression, level, chunkSize, parallelism } = options;
   const inMemoryLimit = IN_MEMORY_FACTOR * chunkSize;
   const budget = Math.max(parallelism * chunkSize, inMemoryLimit + chunkSize);
@@ -358,7 +371,8 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
   let bigBusy = false;
   const queue: { result: Promise<Buffer>; buffer: Buffer; bytes: number }[] = [];
   let inFlight = 0;
-  const compress = compression === 'zstd' ? zstdCompress : gzipCompress;
+  const compress =
+    compression === 'zstd' ? zstdCompress : compression === 'gzip' ? gzipCompress : (data: Buffer, lvl: number) => externalCompress(compression, lvl, data);
 
   let outputSinceGc = 0;
   const flushHead = async () => {
@@ -382,7 +396,7 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
     for (const chunk of chunks) {
       if (chunk.bytes > inMemoryLimit) {
         while (queue.length > 0) await flushHead();
-        await streamChunk(fd, entries, chunk, options);
+        await streamChunk(fd, tree, chunk, options);
         progress.add(chunk.bytes);
         continue;
       }
@@ -397,7 +411,7 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
         buffer = pool.pop() ?? Buffer.allocUnsafe(chunkSize);
       }
       const view = buffer.subarray(0, chunk.bytes);
-      const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+      const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
       const n = filler.fill(view, 0);
       if (n !== chunk.bytes || !filler.done) throw new Error(`packer: chunk size mismatch (${n} of ${chunk.bytes} bytes)`);
       const result = compress(view, level);
@@ -412,49 +426,60 @@ async function writeChunked(fd: number, entries: readonly PackEntry[], chunks: C
   }
 }
 
-/** A chunk too big to hold in memory: stream it through a compressor. */
-async function streamChunk(fd: number, entries: readonly PackEntry[], chunk: Chunk, options: ChunkOptions): Promise<void> {
+/** A frame too big to hold in memory: stream it through a compressor. */
+async function streamChunk(fd: number, tree: ScanResult, chunk: Chunk, options: ChunkOptions): Promise<void> {
   const noProgress = new ProgressTracker(0, undefined);
   if (options.compression === 'gzip') {
-    await gzipStream(fd, entries, chunk, options.level);
+    await gzipStream(fd, tree, chunk, options.level);
     return;
   }
-  const [cmd, args] = compressorCommand('zstd', options.level);
+  const [cmd, args] = compressorCommand(options.compression, options.level);
   try {
-    await pipeArchive(cmd, args, fd, entries, chunk.start, chunk.end, noProgress);
+    await pipeArchive(cmd, args, fd, tree, chunk, noProgress);
   } catch (error) {
-    if (!(error instanceof UserError && error.code === 'MISSING_TOOL')) throw error;
-    const first = entries[chunk.start]!;
+    if (!(error instanceof UserError && error.code === 'MISSING_TOOL' && options.compression === 'zstd')) throw error;
+    const first = tree.entries[chunk.start]!;
     options.logger.warn(
       `no zstd program: compressing a ${Math.round(chunk.bytes / 2 ** 20)} MiB archive (from ${displayName(first.name)}) in memory`,
     );
     const buffer = Buffer.allocUnsafe(chunk.bytes);
-    const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+    const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
     filler.fill(buffer, 0);
     writeAll(fd, await zstdCompress(buffer, options.level));
   }
 }
 
-async function gzipStream(fd: number, entries: readonly PackEntry[], chunk: Chunk, level: number): Promise<void> {
+async function gzipStream(fd: number, tree: ScanResult, chunk: Chunk, level: number): Promise<void> {
   const zlib = await import('node:zlib');
   const gz = zlib.createGzip({ level, chunkSize: STREAM_BUFFER });
   const finished = new Promise<void>((resolve, reject) => {
-    gz.on('data', (d: Buffer) => writeAll(fd, d));
+    gz.on('data', (d: Buffer) => {
+      // A write error (a full disk) thrown from an event handler would be uncaught:
+      // hand it to the stream, which rejects `finished` and the pending writes.
+      try {
+        writeAll(fd, d);
+      } catch (error) {
+        gz.destroy(error as Error);
+      }
+    });
     gz.once('end', resolve);
-    gz.once('error', reject);
+    // `on`, not `once`: a write after a failure emits a second error, which must not be uncaught.
+    gz.on('error', reject);
   });
   finished.catch(() => undefined);
-  const filler = new ArchiveFiller(entries, chunk.start, chunk.end);
+  const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
   const buffers = [Buffer.allocUnsafe(STREAM_BUFFER), Buffer.allocUnsafe(STREAM_BUFFER)];
   const pending: (Promise<void> | undefined)[] = [undefined, undefined];
   try {
     for (let k = 0; !filler.done; k ^= 1) {
-      if (pending[k]) await pending[k];
+      if (pending[k]) await Promise.race([pending[k], finished]);
+      if (gz.destroyed) await finished;
       const buf = buffers[k]!;
       const n = filler.fill(buf, 0);
       pending[k] = new Promise<void>((resolve, reject) => gz.write(buf.subarray(0, n), (e) => (e ? reject(e) : resolve())));
+      pending[k]!.catch(() => undefined); // awaited below, or superseded by `finished`'s error
     }
-    await Promise.all(pending);
+    await Promise.race([Promise.all(pending), finished]);
     gz.end();
     await finished;
   } catch (error) {

@@ -4,14 +4,18 @@
  * the initramfs (init/initramfs.c: NUL padding is skipped, the next segment is recognised
  * by its magic, a segment may hold several archives each ending in TRAILER!!!).
  *
- * Decompression streams through `zstd -dc`, `xz -dc`, `lz4 -dc`, `bzip2 -dc` or node's
- * zlib (gzip); nothing holds a whole image or member in memory.
+ * Decompression streams through `zstd -dc`, `xz -dc`, `lz4 -dc`, `bzip2 -dc`, `lzop -dc`,
+ * `xz --format=lzma -dc` or node's zlib (gzip); nothing holds a whole image or member in
+ * memory.
  */
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { closeSync, constants as fsConstants, fstatSync, openSync, read, readSync } from 'node:fs';
+import { createInflateRaw, crc32 } from 'node:zlib';
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
 import { ByteReader } from './bytes.js';
 import { decompressorCommand, detectFormat, spawnFilter, type SegmentFormat } from './compress.js';
+import { bzip2RunEnd, lzoEnd, xzRunEnd, zstdRunEnd } from './members.js';
+
+export { zstdRunEnd };
 import { HEADER_SIZE, TRAILER_NAME, corrupt, decodeHeader, pad4, typeOfMode, type EntryType } from './newc.js';
 
 /** One member as stored in the image. */
@@ -86,27 +90,41 @@ function openError(path: string, error: unknown): UserError {
   return new UserError('IO', `cannot read ${path}: ${(error as Error).message}`);
 }
 
+/**
+ * Open the image once; everything after reads through this descriptor, so the path can
+ * not be swapped underneath. O_NONBLOCK: opening a FIFO must not wait for a writer (it is
+ * then refused: an image is a regular file).
+ */
+function openImage(path: string): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (error) {
+    throw openError(path, error);
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw new UserError('INPUT', `${path} is not a regular file`, { hint: 'inspect and extract read initrd image files, not devices, FIFOs or directories' });
+  }
+  return { fd, size: st.size };
+}
+
 /** Every member of every segment of the image at `path`, in order. */
 export async function* readImage(path: string): AsyncGenerator<ImageMember, void, undefined> {
   for await (const event of readImageEvents(path)) if (event.kind === 'member') yield event.member;
 }
 
-/** readImage with segment boundaries and per-segment statistics (what `inspect` shows). */
+const isMagic = (head: Buffer) => detectFormat(head) !== undefined;
+
+/**
+ * readImage with segment boundaries and per-segment statistics (what `inspect` shows).
+ * A segment is a run of members of one format, read as the kernel reads the image
+ * (init/initramfs.c unpack_to_rootfs): skip NUL padding, pick the decompressor by magic,
+ * continue right after what it consumed (see members.ts), whatever format comes next.
+ */
 export async function* readImageEvents(path: string): AsyncGenerator<ImageEvent, void, undefined> {
-  let size: number;
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-    const st = fstatSync(fd);
-    if (!st.isFile()) {
-      closeSync(fd);
-      throw new UserError('INPUT', `${path} is not a regular file`);
-    }
-    size = st.size;
-  } catch (error) {
-    if (error instanceof UserError) throw error;
-    throw openError(path, error);
-  }
+  const { fd, size } = openImage(path);
   try {
     let offset = 0;
     let index = 0;
@@ -120,22 +138,28 @@ export async function* readImageEvents(path: string): AsyncGenerator<ImageEvent,
         throw corrupt(
           index === 0
             ? `${path} is not an initrd image (unknown data at the start: ${head.subarray(0, Math.min(8, size - offset)).toString('hex')})`
-            : `unrecognised data at byte ${offset} of ${path} (${head.toString('hex')}): not a cpio archive nor a known compression`,
+            : `unrecognised data at byte ${offset} of ${path} (${head.toString('hex')}): not a cpio archive nor a compression the kernel knows`,
         );
       }
       const segment: ImageSegment = { index, offset, format };
       yield { kind: 'segment', segment };
-      let end: number;
-      let reader: ByteReader;
-      let source: AsyncGenerator<Buffer, void, undefined>;
       const what = `${format === 'none' ? 'cpio' : format} segment ${index} (at byte ${offset}) of ${path}`;
-      if (format === 'none') {
-        source = fileBlocks(path, offset, size);
-      } else {
-        end = format === 'zstd' ? zstdRunEnd(fd, offset, size) : size;
-        source = decompressed(path, format, offset, end, what);
+      let end: number | undefined;
+      let gzipEnd: { end: number } | undefined;
+      let source: AsyncGenerator<Buffer, void, undefined>;
+      switch (format) {
+        case 'none':
+          source = fileBlocks(fd, offset, size);
+          break;
+        case 'gzip':
+          gzipEnd = { end: size };
+          source = gunzipRun(fd, offset, size, what, gzipEnd);
+          break;
+        default:
+          end = memberRunEnd(fd, format, offset, size);
+          source = decompressed(fd, format, offset, end, what);
       }
-      reader = new ByteReader(source, what);
+      const reader = new ByteReader(source, what);
       const stats: SegmentStats = { size: 0, uncompressedSize: 0, archives: 0, entries: 0 };
       try {
         for await (const event of parseArchives(reader, segment, format, stats)) yield event;
@@ -144,6 +168,7 @@ export async function* readImageEvents(path: string): AsyncGenerator<ImageEvent,
       }
       stats.uncompressedSize = reader.position;
       if (format === 'none') end = offset + reader.position;
+      else if (gzipEnd) end = gzipEnd.end;
       stats.size = end! - offset;
       yield { kind: 'segment-end', segment, stats };
       offset = end!;
@@ -151,6 +176,22 @@ export async function* readImageEvents(path: string): AsyncGenerator<ImageEvent,
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+function memberRunEnd(fd: number, format: Exclude<SegmentFormat, 'none' | 'gzip'>, offset: number, size: number): number {
+  switch (format) {
+    case 'zstd':
+      return zstdRunEnd(fd, offset, size);
+    case 'xz':
+      return xzRunEnd(fd, offset, size);
+    case 'bzip2':
+      return bzip2RunEnd(fd, offset, size, isMagic);
+    case 'lzo':
+      return lzoEnd(fd, offset, size) ?? size;
+    case 'lz4':
+    case 'lzma':
+      return size;
   }
 }
 
@@ -167,54 +208,137 @@ function skipNulAt(fd: number, offset: number, size: number): number {
   return offset;
 }
 
-async function* fileBlocks(path: string, start: number, end: number): AsyncGenerator<Buffer, void, undefined> {
-  const handle = await open(path, 'r').catch((error: unknown) => {
-    throw openError(path, error);
-  });
-  try {
-    let pos = start;
-    while (pos < end) {
-      const buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, end - pos));
-      const { bytesRead } = await handle.read(buf, 0, buf.length, pos);
-      if (bytesRead === 0) break;
-      pos += bytesRead;
-      yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-    }
-  } finally {
-    await handle.close();
+function readAsync(fd: number, buf: Buffer, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, 0, buf.length, pos, (error, n) => (error ? reject(error) : resolve(n))));
+}
+
+async function* fileBlocks(fd: number, start: number, end: number): AsyncGenerator<Buffer, void, undefined> {
+  let pos = start;
+  while (pos < end) {
+    const buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, end - pos));
+    const bytesRead = await readAsync(fd, buf, pos);
+    if (bytesRead === 0) break;
+    pos += bytesRead;
+    yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
   }
 }
 
-/** Decompressed bytes of image[start, end), streamed; a decompressor failure is ARCHIVE_CORRUPT. */
-async function* decompressed(path: string, format: Exclude<SegmentFormat, 'none'>, start: number, end: number, what: string): AsyncGenerator<Buffer, void, undefined> {
-  const input = createReadStream(path, { start, end: Math.max(start, end - 1), highWaterMark: 1 << 20 });
-  if (format === 'gzip') {
-    const zlib = await import('node:zlib');
-    const gunzip = zlib.createGunzip({ chunkSize: 1 << 18 });
-    input.on('error', (error) => gunzip.destroy(error));
-    input.pipe(gunzip);
+/**
+ * gzip members from `start` on, decoded in-process (RFC 1952): header parsed here, the
+ * deflate data by zlib's raw inflate, which reports how many bytes it consumed, then the
+ * CRC32/ISIZE trailer checked. Consecutive members form one run; `state.end` is where the
+ * run ends (Node's gunzip would instead stop silently at NUL padding and fail on a
+ * different magic after a member).
+ */
+async function* gunzipRun(fd: number, start: number, size: number, what: string, state: { end: number }): AsyncGenerator<Buffer, void, undefined> {
+  let pos = start;
+  for (let member = 0; ; member++) {
+    const head = Buffer.alloc(10);
+    readSync(fd, head, 0, 10, pos);
+    if (head[0] !== 0x1f || (head[1] !== 0x8b && head[1] !== 0x9e)) {
+      if (member > 0) break;
+      throw corrupt(`${what}: no gzip header`);
+    }
+    if (head[2] !== 8) throw corrupt(`${what}: gzip member at byte ${pos} uses an unknown method ${head[2]}`);
+    const flags = head[3]!;
+    let p = pos + 10;
+    const byte = () => {
+      const b = Buffer.alloc(1);
+      if (p >= size || readSync(fd, b, 0, 1, p) !== 1) throw corrupt(`${what}: truncated gzip header at byte ${pos}`);
+      p++;
+      return b[0]!;
+    };
+    if (flags & 4) {
+      const xlen = byte() | (byte() << 8);
+      p += xlen;
+    }
+    if (flags & 8) while (byte() !== 0);
+    if (flags & 16) while (byte() !== 0);
+    if (flags & 2) p += 2;
+    if (p > size) throw corrupt(`${what}: truncated gzip header at byte ${pos}`);
+
+    const inflate = createInflateRaw({ chunkSize: 1 << 18 });
+    let ended = false;
+    let failed: Error | undefined;
+    inflate.on('end', () => (ended = true));
+    inflate.on('error', (error) => {
+      if (!ended) failed ??= error;
+    });
+    const pump = (async () => {
+      for (let q = p; q < size && !ended && !failed; ) {
+        const buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, size - q));
+        const n = await readAsync(fd, buf, q);
+        if (n === 0) break;
+        q += n;
+        if (!inflate.write(buf.subarray(0, n))) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              inflate.off('drain', done).off('end', done).off('error', done).off('close', done);
+              resolve();
+            };
+            inflate.on('drain', done).on('end', done).on('error', done).on('close', done);
+          });
+        }
+      }
+      if (!ended && !failed) inflate.end();
+    })();
+    pump.catch((error: unknown) => inflate.destroy(error as Error));
+    let crc = 0;
+    let length = 0;
     try {
-      for await (const chunk of gunzip) yield chunk as Buffer;
+      for await (const chunk of inflate) {
+        crc = crc32(chunk as Buffer, crc);
+        length = (length + (chunk as Buffer).length) % 0x1_0000_0000;
+        yield chunk as Buffer;
+      }
+      await pump;
     } catch (error) {
       if (error instanceof UserError) throw error;
       throw corrupt(`${what}: gzip: ${(error as Error).message}`);
     } finally {
-      input.destroy();
-      gunzip.destroy();
+      inflate.destroy();
     }
-    return;
+    if (failed) throw corrupt(`${what}: gzip: ${failed.message}`);
+    p += inflate.bytesWritten;
+    const trailer = Buffer.alloc(8);
+    if (p + 8 > size || readSync(fd, trailer, 0, 8, p) !== 8) throw corrupt(`${what}: gzip member at byte ${pos} is truncated`);
+    if (trailer.readUInt32LE(0) !== crc >>> 0 || trailer.readUInt32LE(4) !== length) {
+      throw corrupt(`${what}: gzip member at byte ${pos} fails its CRC32/length check`);
+    }
+    pos = p + 8;
+    state.end = pos;
   }
+}
+
+/** Decompressed bytes of image[start, end), streamed through the format's program; a failure is ARCHIVE_CORRUPT. */
+async function* decompressed(fd: number, format: Exclude<SegmentFormat, 'none' | 'gzip'>, start: number, end: number, what: string): AsyncGenerator<Buffer, void, undefined> {
   const [cmd, args] = decompressorCommand(format);
   const { child, exited } = spawnFilter(cmd, args, 'pipe');
   exited.catch(() => undefined);
-  input.on('error', () => child.kill('SIGKILL'));
-  input.pipe(child.stdin!);
+  const stdin = child.stdin!;
+  let stop = false;
+  const feed = (async () => {
+    for await (const block of fileBlocks(fd, start, end)) {
+      if (stop) break;
+      if (!stdin.write(block)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.off('drain', done).off('close', done).off('error', done);
+            resolve();
+          };
+          stdin.on('drain', done).on('close', done).on('error', done);
+        });
+      }
+    }
+    stdin.end();
+  })();
+  feed.catch(() => child.kill('SIGKILL'));
   let complete = false;
   try {
     for await (const chunk of child.stdout!) yield chunk as Buffer;
     complete = true;
   } finally {
-    input.destroy();
+    stop = true;
     if (!complete) child.kill('SIGKILL');
   }
   const status = await exited;
@@ -222,47 +346,6 @@ async function* decompressed(path: string, format: Exclude<SegmentFormat, 'none'
     const message = status.stderr.trim().split('\n').slice(-2).join('; ') || `${cmd} exited with ${status.code ?? status.signal}`;
     throw corrupt(`${what}: ${message}`);
   }
-}
-
-/**
- * End of a run of zstd frames (and skippable frames) starting at `offset`, found by
- * walking frame and block headers (RFC 8878 §3.1) without decompressing. A damaged
- * header ends the walk at the end of the file; the decompressor then reports the damage.
- */
-export function zstdRunEnd(fd: number, offset: number, size: number): number {
-  const b = Buffer.alloc(18);
-  const at = (pos: number, n: number) => (pos + n <= size ? readSync(fd, b, 0, n, pos) === n : false);
-  let pos = offset;
-  while (pos + 4 <= size) {
-    if (!at(pos, 4)) return size;
-    const magic = b.readUInt32LE(0);
-    if ((magic & 0xfffffff0) >>> 0 === 0x184d2a50) {
-      if (!at(pos + 4, 4)) return size;
-      pos += 8 + b.readUInt32LE(0);
-      continue;
-    }
-    if (magic !== 0xfd2fb528) break;
-    if (!at(pos + 4, 1)) return size;
-    const fhd = b[0]!;
-    if (fhd & 0x08) return size; // reserved bit
-    const fcsFlag = fhd >> 6;
-    const single = (fhd >> 5) & 1;
-    const checksum = (fhd >> 2) & 1;
-    const dictBytes = [0, 1, 2, 4][fhd & 3]!;
-    const fcsBytes = fcsFlag === 0 ? single : [1, 2, 4, 8][fcsFlag]!;
-    let p = pos + 5 + (single ? 0 : 1) + dictBytes + fcsBytes;
-    for (;;) {
-      if (!at(p, 3)) return size;
-      const header = b[0]! | (b[1]! << 8) | (b[2]! << 16);
-      const last = header & 1;
-      const type = (header >> 1) & 3;
-      if (type === 3) return size;
-      p += 3 + (type === 1 ? 1 : header >>> 3);
-      if (last) break;
-    }
-    pos = p + (checksum ? 4 : 0);
-  }
-  return Math.min(pos, size);
 }
 
 /** The archives of one segment's newc stream. */

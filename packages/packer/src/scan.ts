@@ -5,8 +5,9 @@
  * order, hard-link groups, directory link counts, owner normalisation and mtime
  * clamping. Nothing here depends on the disk's inode numbers or readdir order.
  */
-import { lstatSync, readdirSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
+import { DirWalker, O_DIR_NOFOLLOW, at, openRoot } from './dirfd.js';
 import { S_IFMT, U32_MAX, memberSize, splitDev, typeOfMode, type EntryType } from './newc.js';
 
 export type OwnerPolicy = 'keep' | 'root';
@@ -118,6 +119,11 @@ export function entryFromStat(name: string, path: Buffer, st: StatLike, options:
 
 export interface ScanResult {
   root: string;
+  /**
+   * The root, opened: the writer reads every file relative to it (dirfd.ts), never
+   * through a path that could be swapped. Close it when done (packTree does).
+   */
+  walker: DirWalker;
   entries: PackEntry[];
   /** Sum of member sizes plus one trailer: the size of the tree as one newc archive. */
   archiveBytes: number;
@@ -129,6 +135,10 @@ function ioError(what: string, error: unknown): UserError {
   if (error instanceof UserError) return error;
   const code = isErrnoException(error) ? error.code : undefined;
   if (code === 'ENOENT') return new UserError('FILE_CHANGED', `${what} vanished while the tree was being read`, { hint: 'do not modify the tree while packing it' });
+  if (code === 'ELOOP' || code === 'ENOTDIR') {
+    return new UserError('FILE_CHANGED', `${what} was replaced by a symlink or a file while the tree was being read`, { hint: 'do not modify the tree while packing it' });
+  }
+  if (code === 'EMFILE') return new UserError('IO', `cannot read ${what}: the tree is nested too deeply (${(error as Error).message})`);
   return new UserError('IO', `cannot read ${what}: ${(error as Error).message}`);
 }
 
@@ -140,47 +150,86 @@ function ioError(what: string, error: unknown): UserError {
  */
 export function scanTree(root: string, options: ScanOptions = {}): ScanResult {
   let realRoot: string;
+  let rootFd: number;
   try {
-    if (!statSync(root).isDirectory()) throw new UserError('INPUT', `${root} is not a directory`);
     realRoot = realpathSync(root);
+    rootFd = openRoot(realRoot);
   } catch (error) {
-    if (error instanceof UserError) throw error;
     if (isErrnoException(error) && error.code === 'ENOENT') throw new UserError('INPUT', `${root} does not exist`);
+    if (isErrnoException(error) && error.code === 'ENOTDIR') throw new UserError('INPUT', `${root} is not a directory`);
     throw new UserError('IO', `cannot read ${root}: ${(error as Error).message}`);
   }
+  const walker = new DirWalker(rootFd);
+  try {
+    return scanFrom(walker, realRoot, options);
+  } catch (error) {
+    walker.close();
+    throw error;
+  }
+}
+
+/**
+ * The walk: each directory is opened (O_NOFOLLOW) relative to its parent's descriptor
+ * and must be the directory lstat saw; its entries are read and lstat'ed through that
+ * descriptor (dirfd.ts), so a directory swapped for a symlink mid-scan is never followed.
+ * Open descriptors: one per level of the current path. The stack is explicit (no
+ * recursion), so any depth is O(1) in call stack.
+ */
+function scanFrom(walker: DirWalker, realRoot: string, options: ScanOptions): ScanResult {
   const rootBin = Buffer.from(realRoot, 'utf8').toString('latin1');
   const entries: PackEntry[] = [];
   /** Hard-link candidates: key dev:ino → members (in walk order, sorted later). */
   const links = new Map<string, PackEntry[]>();
-  const stack: string[] = [''];
-  while (stack.length > 0) {
-    const rel = stack.pop()!;
-    const dirBin = rel === '' ? rootBin : `${rootBin}/${rel}`;
-    let names: string[];
+  const readNames = (fd: number, rel: string) => {
     try {
-      names = readdirSync(Buffer.from(dirBin, 'latin1'), { encoding: 'latin1' });
+      return readdirSync(at(fd), { encoding: 'latin1' });
     } catch (error) {
-      throw ioError(`directory ${displayName(dirBin)}`, error);
+      throw ioError(`directory ${displayName(rel === '' ? rootBin : `${rootBin}/${rel}`)}`, error);
     }
-    for (const n of names) {
+  };
+  const stack: { rel: string; fd: number; names: string[]; i: number }[] = [{ rel: '', fd: walker.rootFd, names: readNames(walker.rootFd, ''), i: 0 }];
+  try {
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.i >= top.names.length) {
+        if (top.fd !== walker.rootFd) closeSync(top.fd);
+        stack.pop();
+        continue;
+      }
+      const n = top.names[top.i++]!;
+      const rel = top.rel;
       const name = rel === '' ? n : `${rel}/${n}`;
       const path = Buffer.from(`${rootBin}/${name}`, 'latin1');
+      const child = at(top.fd, n);
       let st: Stats;
       let target: string | undefined;
       try {
-        st = lstatSync(path);
-        if ((st.mode & S_IFMT) === 0o120000) target = readlinkSync(path, { encoding: 'latin1' });
+        st = lstatSync(child);
+        if ((st.mode & S_IFMT) === 0o120000) target = readlinkSync(child, { encoding: 'latin1' });
       } catch (error) {
         throw ioError(displayName(`${rootBin}/${name}`), error);
       }
       const entry = entryFromStat(name, path, st, options, target);
       entries.push(entry);
-      if (entry.type === 'dir') stack.push(name);
-      else if (st.nlink > 1 && entry.type !== 'symlink') {
+      if (entry.type === 'dir') {
+        let fd: number;
+        try {
+          fd = openSync(child, O_DIR_NOFOLLOW);
+        } catch (error) {
+          throw ioError(displayName(`${rootBin}/${name}`), error);
+        }
+        const now = fstatSync(fd);
+        if (now.ino !== st.ino || now.dev !== st.dev) {
+          closeSync(fd);
+          throw ioError(displayName(`${rootBin}/${name}`), Object.assign(new Error('replaced'), { code: 'ENOTDIR' }));
+        }
+        stack.push({ rel: name, fd, names: [], i: 0 });
+        stack[stack.length - 1]!.names = readNames(fd, name);
+      } else if (st.nlink > 1 && entry.type !== 'symlink') {
         let key: string;
         if (Number.isSafeInteger(st.ino) && Number.isSafeInteger(st.dev)) key = `${st.dev}:${st.ino}`;
         else {
-          const big = lstatSync(path, { bigint: true });
+          const big = lstatSync(child, { bigint: true });
           key = `${big.dev}:${big.ino}`;
         }
         const group = links.get(key);
@@ -188,6 +237,8 @@ export function scanTree(root: string, options: ScanOptions = {}): ScanResult {
         else links.set(key, [entry]);
       }
     }
+  } finally {
+    for (const level of stack) if (level.fd !== walker.rootFd) closeSync(level.fd);
   }
   entries.sort(compareNames);
   finishEntries(entries, [...links.values()]);
@@ -197,7 +248,7 @@ export function scanTree(root: string, options: ScanOptions = {}): ScanResult {
     archiveBytes += memberSize(e.name.length, e.size);
     dataBytes += e.size;
   }
-  return { root: realRoot, entries, archiveBytes: archiveBytes + memberSize(10, 0), dataBytes };
+  return { root: realRoot, walker, entries, archiveBytes: archiveBytes + memberSize(10, 0), dataBytes };
 }
 
 /** Bytewise order of binary-string names (latin1 code units are the bytes). */

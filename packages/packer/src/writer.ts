@@ -1,6 +1,7 @@
 /**
  * The newc writer: a synchronous state machine that fills caller-supplied buffers with
- * the bytes of one archive (a slice of the sorted member list plus a TRAILER!!!).
+ * the bytes of a slice of the sorted member list — one frame of the archive, ending with
+ * the TRAILER!!! when it is the last one.
  *
  * Synchronous on purpose: per-file async fs calls cost more than the copy itself for the
  * small files an initrd is made of, so the hot loop is openSync/readSync/closeSync
@@ -10,6 +11,7 @@ import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs
 import { UserError, isErrnoException } from '@mkinitrd-pkg/common';
 import { encodeMember, encodeTrailer, memberSize, pad4, TRAILER_SIZE } from './newc.js';
 import { displayName, type PackEntry } from './scan.js';
+import { at, type DirWalker } from './dirfd.js';
 
 /** Smallest buffer `fill` accepts: one header with the longest name and symlink target. */
 export const MIN_FILL_BUFFER = 64 * 1024;
@@ -36,11 +38,15 @@ function readError(entry: PackEntry, error: unknown): UserError {
   if (error instanceof UserError) return error;
   const code = isErrnoException(error) ? error.code : undefined;
   if (code === 'ENOENT') return changed(entry, 'vanished');
-  if (code === 'ELOOP') return changed(entry, 'was replaced by a symlink');
+  if (code === 'ELOOP' || code === 'ENOTDIR') return changed(entry, 'or a directory above it was replaced by a symlink');
   return new UserError('IO', `cannot read ${displayName(entry.path.toString('latin1'))}: ${(error as Error).message}`);
 }
 
-/** Writes members [start, end) of `entries` and a trailer, as one complete archive. */
+/**
+ * Writes members [start, end) of `entries`, then a trailer unless `trailer` is false.
+ * Files are opened relative to their directory's descriptor (`walker`, from the scan),
+ * with O_NOFOLLOW on the one remaining component: never through a swapped path.
+ */
 export class ArchiveFiller {
   private i: number;
   private phase = Phase.Header;
@@ -53,8 +59,16 @@ export class ArchiveFiller {
     private readonly entries: readonly PackEntry[],
     start = 0,
     private readonly end = entries.length,
+    private readonly trailer = true,
+    private readonly walker: DirWalker,
   ) {
     this.i = start;
+  }
+
+  private openMember(e: PackEntry): number {
+    const parts = e.name.split('/');
+    const leaf = parts.pop()!;
+    return openSync(at(this.walker.dir(parts), leaf), OPEN_FLAGS);
   }
 
   get done(): boolean {
@@ -98,7 +112,7 @@ export class ArchiveFiller {
       switch (this.phase) {
         case Phase.Header: {
           if (this.i >= this.end) {
-            this.phase = Phase.Trailer;
+            this.phase = this.trailer ? Phase.Trailer : Phase.Done;
             continue;
           }
           const e = entries[this.i]!;
@@ -119,7 +133,7 @@ export class ArchiveFiller {
             continue;
           }
           try {
-            this.fd = openSync(e.path, OPEN_FLAGS);
+            this.fd = this.openMember(e);
           } catch (error) {
             throw readError(e, error);
           }
@@ -185,53 +199,55 @@ export class ArchiveFiller {
   }
 }
 
-/** One complete archive of a chunked image: members [start, end) and its exact size. */
+/**
+ * One frame of the main archive: members [start, end), `bytes` long, and whether it ends
+ * with the TRAILER!!! (only the last frame does).
+ */
 export interface Chunk {
   start: number;
   end: number;
   bytes: number;
+  trailer: boolean;
 }
 
 /**
- * Split the member list into complete archives of about `chunkSize` bytes, cutting only
- * at member boundaries where no hard-link group is open (the kernel forgets links at
- * each TRAILER!!!). A member bigger than `chunkSize` ends up alone in its chunk. The
- * plan depends only on names, sizes and link structure, so output stays reproducible.
+ * Cut the ONE archive of the member list into frames of about `chunkSize` bytes, each
+ * compressed on its own (a zstd frame, gzip member, xz stream or lz4 legacy stream).
+ *
+ * A frame may end after any member, even inside a directory or a hard-link group,
+ * because the kernel does not need archive boundaries there (init/initramfs.c):
+ *  - every member returns the parser to `Reset` (do_name/do_symlink/do_copy set
+ *    `next_state = Reset`), and unpack_to_rootfs only demands `state == Reset` after
+ *    each compressed member ("junk at the end of compressed archive" otherwise), then
+ *    looks for the next member's magic after NUL padding;
+ *  - a new compressed member restarts `this_header` at 0: members start 4-aligned, which
+ *    every member boundary of a newc archive is;
+ *  - the hard-link table (find_link/free_hash) is only freed at TRAILER!!!, so a group's
+ *    later member finds the earlier one across frames.
+ * Userspace tools (cpio, lsinitrd, lsinitramfs, unmkinitramfs) see one archive, since
+ * `zstd -dc` / `gzip -dc` / `xz -dc` / `lz4 -dc` decompress concatenated members into
+ * exactly the uncompressed archive. A member bigger than `chunkSize` is alone in its
+ * frame. The plan depends only on names and sizes, so output stays reproducible.
  */
 export function planChunks(entries: readonly PackEntry[], chunkSize: number): Chunk[] {
-  // open[i] > 0: a hard-link group started before i and ends at or after i.
-  const open = new Int32Array(entries.length + 1);
-  const first = new Map<number, number>();
-  const last = new Map<number, number>();
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i]!;
-    if (e.nlink > 1 && e.type !== 'dir') {
-      if (!first.has(e.ino)) first.set(e.ino, i);
-      last.set(e.ino, i);
-    }
-  }
-  for (const [ino, f] of first) {
-    const l = last.get(ino)!;
-    if (l > f) {
-      open[f + 1]! += 1;
-      open[l + 1]! -= 1;
-    }
-  }
   const chunks: Chunk[] = [];
   let start = 0;
   let bytes = 0;
-  let depth = 0;
   for (let i = 0; i < entries.length; i++) {
-    depth += open[i]!;
     const e = entries[i]!;
     const size = memberSize(e.name.length, e.size);
-    if (bytes > 0 && depth === 0 && bytes + size + TRAILER_SIZE > chunkSize) {
-      chunks.push({ start, end: i, bytes: bytes + TRAILER_SIZE });
+    if (bytes > 0 && bytes + size > chunkSize) {
+      chunks.push({ start, end: i, bytes, trailer: false });
       start = i;
       bytes = 0;
     }
     bytes += size;
   }
-  if (bytes > 0 || chunks.length === 0) chunks.push({ start, end: entries.length, bytes: bytes + TRAILER_SIZE });
+  if (bytes > 0 && bytes + TRAILER_SIZE > chunkSize) {
+    chunks.push({ start, end: entries.length, bytes, trailer: false });
+    start = entries.length;
+    bytes = 0;
+  }
+  chunks.push({ start, end: entries.length, bytes: bytes + TRAILER_SIZE, trailer: true });
   return chunks;
 }

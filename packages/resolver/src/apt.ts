@@ -67,8 +67,12 @@ async function prepareApt(cacheDir: string, config: ImageConfig, root: string | 
     keyOptions.push('trusted=yes');
   }
   const options = `[arch=${arch} ${keyOptions.join(' ')}]`;
-  const sources = [`deb ${options} ${config.mirror} ${config.release} ${components.join(' ')}`];
-  for (const repo of config.repositories) sources.push(repo.startsWith('deb ') ? repo : `deb ${options} ${repo}`);
+  // A local repository is read through apt's copy: method, not file:, because file: uses
+  // the .debs in place and never puts them into Dir::Cache::Archives, where the essential
+  // set is unpacked from (apt-transport-method(1): copy "copies files into the cache").
+  const uri = (value: string) => value.replace(/^file:(\/\/)?/, 'copy:');
+  const sources = [`deb ${options} ${uri(config.mirror)} ${config.release} ${components.join(' ')}`];
+  for (const repo of config.repositories) sources.push(repo.startsWith('deb ') ? repo : `deb ${options} ${uri(repo)}`);
   await writeFile(join(etc, 'sources.list'), sources.join('\n') + '\n');
   const rootOr = root ?? join(cache, 'nonexistent-root');
   // One config file per installroot: builds sharing this cache run at the same time, and
@@ -144,9 +148,19 @@ export function explainAptFailure(result: RunResult): UserError | undefined {
   }
   if (/NO_PUBKEY|not signed|is not signed|GPG error|Signed-By/.test(text)) {
     const gpg = /(.*(?:NO_PUBKEY|GPG error|not signed).*)/.exec(text);
-    return new UserError('MIRROR_UNREACHABLE', `repository signature check failed: ${gpg ? gpg[1]!.replace(/^[WE]: /, '').trim() : ''}`, {
+    return new UserError('SIGNATURE', `repository signature check failed: ${gpg ? gpg[1]!.replace(/^[WE]: /, '').trim() : ''}`, {
       hint: 'RepositoryKey= must name the keyring that signs the archive (RepositoryKeyCheck=no disables the check)',
     });
+  }
+  // dpkg names the package whose maintainer script failed ("dpkg: error processing
+  // package NAME (--configure):" then "… NAME package post-installation script
+  // subprocess returned error exit status N"); apt's own E: line only says dpkg failed.
+  const script = /(\S+) package (pre-installation|post-installation|pre-removal|post-removal) script subprocess returned error exit status (\d+)/.exec(text);
+  const processing = /dpkg: error processing (?:package|archive) (\S+)/.exec(text);
+  if (script || processing) {
+    const name = script?.[1] ?? processing![1]!;
+    const what = script ? `its ${script[2]} script exited with ${script[3]}` : 'dpkg could not process it';
+    return new UserError('SCRIPTLET_FAILED', `package ${name} failed to install: ${what}`, { hint: lastLines(result.stderr, 3) || undefined });
   }
   const err = /^E: (.*)$/m.exec(text);
   if (err) return new UserError('COMMAND_FAILED', `apt failed: ${err[1]}`, { hint: `command: ${result.command}` });

@@ -196,7 +196,7 @@ export function explainDnfFailure(result: RunResult): UserError | undefined {
       /^(Import of key\(s\) didn't help, wrong key\(s\)\?)/m.exec(text)?.[1] ??
       'GPG check FAILED';
     // The same code apt's resolver gives a signature failure, so callers treat both alike.
-    return new UserError('MIRROR_UNREACHABLE', `repository signature check failed: ${line}`, {
+    return new UserError('SIGNATURE', `repository signature check failed: ${line}`, {
       hint: 'RepositoryKey= must name the key that signs the packages (RepositoryKeyCheck=no disables the check)',
     });
   }

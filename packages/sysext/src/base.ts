@@ -44,9 +44,11 @@ async function statOrUndefined(path: string) {
 }
 
 /** The preset as `build` would resolve it (drop-ins and --config files included): the base's identity. */
-function presetLoadOptions(preset: string, options: ResolveBaseOptions) {
+function presetLoadOptions(preset: string, options: ResolveBaseOptions, fromImage = false) {
   return {
     preset,
+    // A name taken from the image is looked up as a name only (config/src/load.ts).
+    presetNameOnly: fromImage,
     ...(options.presetDirs && { presetDirs: options.presetDirs }),
     ...(options.dropInDirs && { dropInDirs: options.dropInDirs }),
     configFiles: options.configFiles ?? [],
@@ -82,7 +84,8 @@ async function configForBase(root: string, options: ResolveBaseOptions): Promise
   if (!chosen) {
     throw new UserError('INPUT', `no preset for the base's distribution ${JSON.stringify(id).slice(0, 80)}`, { hint: 'pass --preset NAME (or a .conf file) naming its repositories' });
   }
-  const config = await loadConfig(presetLoadOptions(chosen.name, options));
+  // A name from the preset listing, looked up as a name (never a path) all the same.
+  const config = await loadConfig(presetLoadOptions(chosen.name, options, true));
   if (codename && config.release && codename !== config.release) {
     options.logger.warn({ base: codename, preset: config.release }, `the base is ${id} ${codename} but preset ${config.preset} installs from ${config.release}`);
   }

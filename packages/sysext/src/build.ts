@@ -1,6 +1,6 @@
 import { mkdir, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, createProgress, createWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, type Logger } from '@mkinitrd-pkg/common';
 import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
@@ -101,8 +101,9 @@ async function resolveOutput(output: string, definition: SysextDefinition): Prom
   if (!IMAGE_NAME_RE.test(name)) {
     throw new UserError('USAGE', `invalid extension image name "${basename(path)}"`, { hint: 'name it NAME.raw with letters, digits, ".", "_" and "-" in NAME' });
   }
-  const dir = await stat(dirname(path)).catch(() => undefined);
-  if (!dir?.isDirectory()) throw new UserError('USAGE', `output directory does not exist: ${dirname(path)}`);
+  // The image and the files beside it, checked before any work (common/src/fs.ts).
+  await checkOutputPath(path);
+  for (const extra of ['.roothash', '.roothash.p7s']) await checkOutputPath(path.replace(/\.raw$/, '') + extra);
   return { path, name };
 }
 
@@ -341,6 +342,6 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
     progress.done();
     throw error;
   } finally {
-    await rm(workDir, { recursive: true, force: true });
+    await removeWorkDir(workDir);
   }
 }

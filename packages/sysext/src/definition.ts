@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
-import { listConfFiles, lookupKey, parseIniAssignments, type Assignment } from '@mkinitrd-pkg/config';
+import { UserError, pathExists } from '@mkinitrd-pkg/common';
+import { listConfFiles, lookupKey, parseIniAssignments, readConfigText, type Assignment } from '@mkinitrd-pkg/config';
 
 export type SysextScope = 'initrd' | 'system';
 export const SCOPES: readonly SysextScope[] = ['initrd', 'system'];
@@ -133,12 +132,6 @@ export async function loadDefinition(nameOrFile: string, dirs: readonly string[]
       });
     }
   }
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if (isErrnoException(error) && error.code === 'EISDIR') throw new UserError('INPUT', `extension definition is a directory: ${path}`);
-    throw new UserError('INPUT', `cannot read extension definition ${path}: ${(error as Error).message}`);
-  }
-  return parseDefinition(text, path);
+  // Regular files only, size-limited (config/src/load.ts): a FIFO must not hang the build.
+  return parseDefinition(await readConfigText(path, 'extension definition'), path);
 }

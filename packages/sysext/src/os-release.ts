@@ -28,6 +28,8 @@ export function parseOsRelease(text: string): Record<string, string> {
  * ../usr/lib/os-release works and a hostile /etc/os-release → /etc/shadow cannot reach
  * the host. Returns undefined when it does not exist.
  */
+const MAX_RELEASE_FILE = 64 * 1024;
+
 export async function readFileInRoot(root: string, path: string, hops = 0): Promise<string | undefined> {
   const parts = safeComponents(path);
   for (let i = 0; i < parts.length; i++) {
@@ -46,10 +48,40 @@ export async function readFileInRoot(root: string, path: string, hops = 0): Prom
       const next = posix.resolve(target.startsWith('/') ? '/' : dir, target, ...parts.slice(i + 1));
       return readFileInRoot(root, next, hops + 1);
     }
-    if (i === parts.length - 1) return st.isFile() ? readFile(here, 'utf8') : undefined;
+    if (i === parts.length - 1) {
+      if (!st.isFile()) return undefined;
+      // Identity files are a few hundred bytes: a base cannot make us read gigabytes.
+      if (st.size > MAX_RELEASE_FILE) throw new UserError('INPUT', `${path} in ${root} is too large (${st.size} bytes) for an os-release file`);
+      return readFile(here, 'utf8');
+    }
     if (!st.isDirectory()) return undefined;
   }
   return undefined;
+}
+
+/**
+ * os-release(5): ID=, VERSION_ID=, VERSION_CODENAME=, SYSEXT_LEVEL= and the words of
+ * ID_LIKE= are "lower-case string (no spaces or other characters outside of 0–9, a–z,
+ * '.', '_' and '-')". These are the fields this program uses from a base image — to pick
+ * a preset and to write the extension-release file — so they are checked against that
+ * syntax when read: a value from an image is data, never a path or a line to echo.
+ */
+const OS_RELEASE_NAME_FIELDS = ['ID', 'VERSION_ID', 'VERSION_CODENAME', 'SYSEXT_LEVEL'] as const;
+const OS_RELEASE_NAME_RE = /^[a-z0-9._-]+$/;
+
+export function checkOsReleaseFields(fields: Record<string, string>, source: string): Record<string, string> {
+  for (const key of [...OS_RELEASE_NAME_FIELDS, 'ID_LIKE']) {
+    const value = fields[key];
+    if (value === undefined || value === '') continue;
+    const words = key === 'ID_LIKE' ? value.split(' ').filter(Boolean) : [value];
+    if (!words.every((w) => OS_RELEASE_NAME_RE.test(w))) {
+      const clipped = value.length > 60 ? `${value.slice(0, 60)}…` : value;
+      throw new UserError('INPUT', `${source}: ${key}= is not a valid os-release value: ${JSON.stringify(clipped)}`, {
+        hint: "os-release(5) allows only 0-9, a-z, '.', '_' and '-' there; fix the base image's os-release",
+      });
+    }
+  }
+  return fields;
 }
 
 export interface BaseRelease {
@@ -66,7 +98,7 @@ export interface BaseRelease {
 export async function readBaseRelease(root: string): Promise<BaseRelease> {
   for (const source of ['etc/os-release', 'usr/lib/os-release', 'etc/initrd-release', 'usr/lib/initrd-release']) {
     const text = await readFileInRoot(root, source);
-    if (text !== undefined) return { source, fields: parseOsRelease(text) };
+    if (text !== undefined) return { source, fields: checkOsReleaseFields(parseOsRelease(text), `the base's /${source}`) };
   }
   return { source: undefined, fields: {} };
 }

@@ -172,3 +172,17 @@ describe.skipIf(!isRoot)('upper layer → extension tree', () => {
     expect((await readdir(join(root, 'usr'))).sort()).toEqual(['bin', 'lib']);
   });
 });
+
+describe('a base image identity is data, never a path', () => {
+  it('os-release values outside os-release(5) syntax are refused when read', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-osrel-'));
+    await mkdir(join(root, 'etc'));
+    const hostile = ['ID=/etc/shadow', 'ID=../../tmp/evil', 'ID="debian\\nID=x"', 'VERSION_ID=12/../..', 'VERSION_CODENAME=a b', 'SYSEXT_LEVEL=$(id)', 'ID_LIKE="debian /etc/x"', `ID=${'a'.repeat(200)}/`];
+    for (const line of hostile) {
+      await writeFile(join(root, 'etc/os-release'), `${line}\n`);
+      await expect(readBaseRelease(root), line).rejects.toThrow(/the base's \/etc\/os-release: [A-Z_]+= is not a valid os-release value/);
+    }
+    await writeFile(join(root, 'etc/os-release'), 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID_LIKE="rhel fedora"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n');
+    expect((await readBaseRelease(root)).fields.ID).toBe('debian');
+  });
+});

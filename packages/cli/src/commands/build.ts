@@ -12,7 +12,7 @@ export default class Build extends BaseCommand {
   ];
   static override flags = {
     ...configFlags,
-    'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
+    'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0, max: 4294967295 }),
     'cache-dir': Flags.string({ description: 'package and installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
     'all-kernels': Flags.boolean({ description: 'one image per kernel found (in KernelPackage=, else in the modules root)' }),
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { UserError, createProgress, formatBytes } from '@mkinitrd-pkg/common';
+import { UserError, createProgress, formatBytes, sourceDateEpochFromEnv } from '@mkinitrd-pkg/common';
 import { BaseCommand } from '../base.js';
 
 export default class Pack extends BaseCommand {
@@ -24,9 +24,9 @@ export default class Pack extends BaseCommand {
     'compression-level': Flags.integer({ description: 'compression level (default: zstd 3, gzip 6, xz 6, lz4 9)' }),
     microcode: Flags.string({ description: 'directory with kernel/x86/microcode/*.bin, packed first as an uncompressed archive' }),
     'source-date-epoch': Flags.integer({
-      description: 'clamp mtimes to this time (seconds since 1970)',
-      env: 'SOURCE_DATE_EPOCH',
+      description: 'clamp mtimes to this time (seconds since 1970; default: $SOURCE_DATE_EPOCH)',
       min: 0,
+      max: 4294967295,
     }),
     owner: Flags.option({
       options: ['keep', 'root'] as const,
@@ -34,7 +34,7 @@ export default class Pack extends BaseCommand {
       description: 'keep the files\' uid/gid, or store root (0/0) for all',
     })(),
     mode: Flags.string({ description: 'permissions of the output file, octal', default: '0600' }),
-    'chunk-size': Flags.integer({ description: 'MiB per separately compressed archive (zstd, gzip)', hidden: true, min: 1 }),
+    'chunk-size': Flags.integer({ description: 'MiB per separately compressed frame (zstd, gzip, lz4)', hidden: true, min: 1 }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
   };
 
@@ -43,6 +43,9 @@ export default class Pack extends BaseCommand {
     if (!/^0?[0-7]{1,4}$/.test(flags.mode)) {
       throw new UserError('USAGE', `--mode must be octal permissions like 0644, not ${JSON.stringify(flags.mode)}`);
     }
+    // $SOURCE_DATE_EPOCH is read in one place (common/src/environment.ts), whose error
+    // says the value came from the environment; oclif's env: would call it "--source-date-epoch".
+    const sourceDateEpoch = flags['source-date-epoch'] ?? sourceDateEpochFromEnv();
     // Loaded here, not at the top: every command's module is imported at start-up.
     const { packTree } = await import('@mkinitrd-pkg/packer');
     const progress = flags.json ? undefined : createProgress('packing');
@@ -52,7 +55,7 @@ export default class Pack extends BaseCommand {
       compression: flags.compression,
       ...(flags['compression-level'] !== undefined && { level: flags['compression-level'] }),
       ...(flags.microcode !== undefined && { microcode: flags.microcode }),
-      ...(flags['source-date-epoch'] !== undefined && { sourceDateEpoch: flags['source-date-epoch'] }),
+      ...(sourceDateEpoch !== undefined && { sourceDateEpoch }),
       ...(flags['chunk-size'] !== undefined && { chunkSize: flags['chunk-size'] * 1024 * 1024 }),
       owner: flags.owner,
       mode: parseInt(flags.mode, 8),
@@ -67,7 +70,7 @@ export default class Pack extends BaseCommand {
     const parts = result.segments.map(
       (s) =>
         `${s.role} ${formatBytes(s.size)} ${s.compression === 'none' ? 'uncompressed' : s.compression}` +
-        (s.archives > 1 ? ` in ${s.archives} archives` : ''),
+        (s.frames > 1 ? ` in ${s.frames} frames` : ''),
     );
     const level = result.compression === 'none' ? '' : ` -${result.level}`;
     process.stdout.write(

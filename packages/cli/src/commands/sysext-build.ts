@@ -27,7 +27,7 @@ Installs the definition's packages (sysext/NAME.conf) over the base on an overla
     'sign-cert': Flags.string({ description: 'X.509 certificate of --sign-key' }),
     scope: Flags.option({ options: ['initrd', 'system'] as const, description: "where the extension applies (SYSEXT_SCOPE=; default: the definition's Scope=, else initrd)" })(),
     'any-distro': Flags.boolean({ description: "mark the extension ID=_any instead of the base's distribution and version" }),
-    'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0 }),
+    'source-date-epoch': Flags.integer({ description: 'timestamp for reproducible output (default: $SOURCE_DATE_EPOCH or the newest package)', min: 0, max: 4294967295 }),
     'cache-dir': Flags.string({ description: 'package and base installroot cache (default: ~/.cache/mkinitrd-pkg)' }),
     'no-overlay': Flags.boolean({ description: 'install into a copy of the base instead of an overlay', hidden: true }),
     json: Flags.boolean({ description: 'print the result as JSON on stdout' }),
