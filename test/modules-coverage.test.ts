@@ -46,7 +46,7 @@ describe.skipIf(!hasDracut).each(presets)('preset %s: generic modules against dr
     expect(manifest.modulesSource).toMatch(/^package /);
     const kver: string = manifest.kernelVersion;
     const modulesDir = stagedKernelModules(TEST_CACHE, kver);
-    expect(modulesDir, `staged modules of ${kver} in ${TEST_CACHE}/kernels`).toBeDefined();
+    expect(modulesDir, `staged modules of ${kver} in ${TEST_CACHE}/staged-kernels`).toBeDefined();
 
     const dracut = dracutNoHostonly({ modulesDir: modulesDir!, kver, cacheDir: TEST_CACHE });
     expect(dracut.modules.length).toBeGreaterThan(300);

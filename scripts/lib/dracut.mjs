@@ -7,11 +7,11 @@ import { join } from 'node:path';
 
 /**
  * The module tree of a kernel the build unpacked from the preset's kernel package
- * (cacheDir/kernels/NAME/root/{usr/,}lib/modules/KVER, sealed by meta.json:
+ * (cacheDir/staged-kernels/NAME/root/{usr/,}lib/modules/KVER, sealed by meta.json:
  * packages/builder/src/cache.ts stageVerified), or undefined when the cache holds none.
  */
 export function stagedKernelModules(cacheDir, kver) {
-  const kernels = join(cacheDir, 'kernels');
+  const kernels = join(cacheDir, 'staged-kernels');
   for (const entry of existsSync(kernels) ? readdirSync(kernels) : []) {
     if (!existsSync(join(kernels, entry, 'meta.json'))) continue;
     for (const base of ['usr/lib/modules', 'lib/modules']) {

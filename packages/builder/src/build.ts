@@ -126,9 +126,9 @@ interface KernelSource {
 async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, logger: Logger): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `KernelPackage= is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
-  const indexKey = metadataDigest
-    ? digestOf([config.kernelPackage, config.architecture, metadataDigest, ...(config.firmwarePackages.length > 0 ? [config.firmwarePackages] : [])])
-    : undefined;
+  // STAGED_WITH_DEPMOD in both keys: entries sealed before modules.dep was written into
+  // them are not picked up (they would cost a depmod -n of the whole tree per build).
+  const indexKey = metadataDigest ? digestOf([STAGED_WITH_DEPMOD, config.kernelPackage, config.architecture, metadataDigest, config.firmwarePackages]) : undefined;
   return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
     let root: string | undefined;
     await unpack({
@@ -139,7 +139,7 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
       cacheDir,
       include: (name) => KERNEL_PACKAGE_NAMES.test(name) || config.firmwarePackages.includes(name),
       logger,
-      target: async (files) => (root = await fill(digestOf([...files].sort()).slice(0, 20))),
+      target: async (files) => (root = await fill(digestOf([STAGED_WITH_DEPMOD, ...[...files].sort()]).slice(0, 20))),
     });
     // Before the entry is sealed (its tree digest is taken after this returns).
     if (root !== undefined) await depmodStaged(root, await findKernelVersions(root), logger);
@@ -152,6 +152,8 @@ async function stageKernelPackage(resolver: Resolver, config: ImageConfig, cache
  * xz modules). The staging root is this cache's own, so it is written there once,
  * while the entry is still a temporary (before its tree digest is taken).
  */
+const STAGED_WITH_DEPMOD = 'staged-with-modules.dep';
+
 async function depmodStaged(staged: string, versions: readonly string[], logger: Logger): Promise<void> {
   for (const kver of versions) {
     for (const base of ['usr/lib/modules', 'lib/modules']) {
