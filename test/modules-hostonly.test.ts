@@ -20,12 +20,14 @@ afterAll(() => {
 });
 
 async function bootToRoot(kernel: string, initrd: string, rootImage: string): Promise<string> {
+  // A generous device timeout: on a host shared with other TCG guests, udev's loading of
+  // the generic set's modules has taken 160 s before virtio_blk probed.
   // no_timer_check: on a loaded host TCG can be too slow for the kernel's IO-APIC timer
   // check ("IO-APIC + timer doesn't work!" panic), which says nothing about the image.
-  const session = bootQemu({ kernel, initrd, rootImage, append: 'root=/dev/vda rw rootflags=x-systemd.device-timeout=60s no_timer_check' });
+  const session = bootQemu({ kernel, initrd, rootImage, append: 'root=/dev/vda rw rootflags=x-systemd.device-timeout=400s no_timer_check' });
   sessions.push(session);
   try {
-    return await session.waitFor(ROOT_MARKER, 300_000);
+    return await session.waitFor(ROOT_MARKER, 480_000);
   } finally {
     session.kill();
   }
