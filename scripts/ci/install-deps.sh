@@ -10,4 +10,5 @@ apt-get install -y --no-install-recommends \
   squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
   rpm dnf createrepo-c gnupg busybox-static \
   dracut-core \
+  mmdebstrap lintian \
   linux-image-amd64

@@ -23,3 +23,5 @@ export { ownerToken, isOwnerAlive, lockFile, processStartTime, exitedOwnerToken,
 export type { FileLock } from './owner.js';
 export { registerCleanup, unregisterCleanup, runCleanupsSync } from './cleanup.js';
 export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';
+export { ADMIN_DATA_DIR, VENDOR_DATA_DIR, builtinDataDir, builtinDataPath, dataSearchPath, findDataFile, findDataRoot } from './data.js';
+export type { DataKind } from './data.js';

@@ -1,13 +1,12 @@
 import { constants as fsConstants } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { UserError, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
+import { ADMIN_DATA_DIR, UserError, VENDOR_DATA_DIR, builtinDataPath, dataSearchPath, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
 import { applyAssignments, emptyConfig, invalidValue, lookupKey, COMPRESSIONS, type Compression, type ImageConfig } from './schema.js';
 
-/** presets/ and sysext/ at the top of the source tree (data, not code). */
-export const BUILTIN_PRESET_DIR = fileURLToPath(new URL('../../../presets/', import.meta.url));
+/** The presets shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
+export const BUILTIN_PRESET_DIR = builtinDataPath('presets') ?? '';
 
 export interface ConfigOverrides {
   kernelVersions?: string[];
@@ -39,8 +38,9 @@ export interface LoadConfigOptions {
 }
 
 /** /usr/lib is the vendor's, /etc the admin's (which wins), as systemd does. */
-export const DEFAULT_DROPIN_DIRS = ['/usr/lib/mkinitrd-pkg/mkinitrd-pkg.conf.d', '/etc/mkinitrd-pkg/mkinitrd-pkg.conf.d'];
-export const DEFAULT_PRESET_DIRS = ['/etc/mkinitrd-pkg/presets', '/usr/lib/mkinitrd-pkg/presets', BUILTIN_PRESET_DIR];
+export const DEFAULT_DROPIN_DIRS = [join(VENDOR_DATA_DIR, 'mkinitrd-pkg.conf.d'), join(ADMIN_DATA_DIR, 'mkinitrd-pkg.conf.d')];
+/** /etc/mkinitrd-pkg/presets, /usr/lib/mkinitrd-pkg/presets, then the shipped ones (common/src/data.ts). */
+export const DEFAULT_PRESET_DIRS = dataSearchPath('presets');
 
 /** Config files are small; anything bigger is not one (a disk image, /dev/zero …). */
 const MAX_CONFIG_BYTES = 1024 * 1024;

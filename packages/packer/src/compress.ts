@@ -87,23 +87,57 @@ export function detectFormat(head: Buffer): SegmentFormat | undefined {
 interface ZstdBinding {
   compress(data: Buffer, level?: number): Promise<Buffer>;
 }
-let zstdBinding: ZstdBinding | undefined;
+/** The native binding, null when this installation has none (see zstdCompress). */
+let zstdBinding: ZstdBinding | null | undefined;
+
+function loadZstdBinding(): ZstdBinding | null {
+  if (zstdBinding === undefined) {
+    try {
+      const require = createRequire(import.meta.url);
+      zstdBinding = require('@mongodb-js/zstd/bindings.js') as ZstdBinding;
+    } catch {
+      // Not installed (the Debian package is Architecture: all and ships no native code),
+      // or no prebuilt binary for this platform: the zstd program does the work.
+      zstdBinding = null;
+    }
+  }
+  return zstdBinding;
+}
 
 /**
  * In-process zstd (runs in the libuv thread pool, so chunks compress in parallel).
  * The package's index.js wrapper of @mongodb-js/zstd 1.2.2 drops the level argument;
- * its native binding honours it, so we call the binding directly.
+ * its native binding honours it, so we call the binding directly. Without the binding,
+ * the zstd program compresses the chunk (same level; still parallel, one process per
+ * chunk). The two give different bytes for the same input, each reproducibly.
  */
 export async function zstdCompress(data: Buffer, level: number): Promise<Buffer> {
-  if (!zstdBinding) {
-    const require = createRequire(import.meta.url);
-    zstdBinding = require('@mongodb-js/zstd/bindings.js') as ZstdBinding;
-  }
+  const binding = loadZstdBinding();
+  if (!binding) return compressWithProgram(data, level);
   try {
-    return await zstdBinding.compress(data, level);
+    return await binding.compress(data, level);
   } catch (error) {
     throw new Error(`zstd: ${(error as Error).message}`);
   }
+}
+
+/** Whether zstd runs in-process (false: through the zstd program). */
+export function hasZstdBinding(): boolean {
+  return loadZstdBinding() !== null;
+}
+
+/** One buffer through the zstd program (stdin → stdout), for installations without the binding. */
+export async function compressWithProgram(data: Buffer, level: number): Promise<Buffer> {
+  const [cmd, args] = compressorCommand('zstd', level);
+  const { child, exited } = spawnFilter(cmd, args, 'pipe');
+  const chunks: Buffer[] = [];
+  child.stdout!.on('data', (d: Buffer) => chunks.push(d));
+  child.stdin!.end(data);
+  const { code, signal, stderr } = await exited;
+  if (code !== 0) {
+    throw new UserError('COMMAND_FAILED', `${cmd} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').at(-1) ?? ''}`);
+  }
+  return Buffer.concat(chunks);
 }
 
 export async function gzipCompress(data: Buffer, level: number): Promise<Buffer> {

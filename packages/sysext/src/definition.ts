@@ -1,6 +1,5 @@
 import { basename, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { UserError, pathExists } from '@mkinitrd-pkg/common';
+import { UserError, builtinDataPath, dataSearchPath, pathExists } from '@mkinitrd-pkg/common';
 import { listConfFiles, lookupKey, parseIniAssignments, readConfigText, type Assignment } from '@mkinitrd-pkg/config';
 
 export type SysextScope = 'initrd' | 'system';
@@ -22,10 +21,10 @@ export interface SysextDefinition {
   path: string;
 }
 
-/** sysext/ at the top of the source tree (data, not code). */
-export const BUILTIN_DEFINITION_DIR = fileURLToPath(new URL('../../../sysext/', import.meta.url));
-/** Admin's, vendor's, then ours — the first that has NAME.conf wins (as for presets). */
-export const DEFAULT_DEFINITION_DIRS = ['/etc/mkinitrd-pkg/sysext', '/usr/lib/mkinitrd-pkg/sysext', BUILTIN_DEFINITION_DIR];
+/** The definitions shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
+export const BUILTIN_DEFINITION_DIR = builtinDataPath('sysext') ?? '';
+/** Admin's, vendor's, then ours — the first that has NAME.conf wins (as for presets; common/src/data.ts). */
+export const DEFAULT_DEFINITION_DIRS = dataSearchPath('sysext');
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 // Debian/RPM package names plus apt's arch/version qualifiers; never an option.

@@ -1,25 +1,37 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, readFile, readlink, realpath, rename, rm, symlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join, resolve } from 'node:path';
 import { Flags } from '@oclif/core';
-import { UserError, shellQuote, withAtomicOutput } from '@mkinitrd-pkg/common';
+import { UserError, dataSearchPath, findDataFile, shellQuote, withAtomicOutput } from '@mkinitrd-pkg/common';
 import { BaseCommand } from '../base.js';
 
 export const PLUGIN_NAME = '50-mkinitrd-pkg.install';
 export const DEFAULT_PLUGIN_DIR = '/etc/kernel/install.d';
-/** Debian's plugin that stages /boot/initrd.img-KVER (initramfs-tools' image) as an initrd. */
+/** Debian's plugin that stages /boot/initrd.img-KVER (initramfs-tools' image) as an initrd (systemd 252, bookworm). */
 export const DISTRO_INITRD_PLUGIN = '85-initrd.install';
+/** Its names: 55-initrd.install since systemd 257 (trixie). */
+export const DISTRO_INITRD_PLUGINS = ['55-initrd.install', DISTRO_INITRD_PLUGIN];
 const DISTRO_PLUGIN_DIR = '/usr/lib/kernel/install.d';
 
-/** scripts/kernel-install/ of this checkout (dist/commands/ → repository root). */
-const PLUGIN_SOURCE = fileURLToPath(new URL(`../../../../scripts/kernel-install/${PLUGIN_NAME}`, import.meta.url));
+/**
+ * The plugin shipped with this installation: scripts/kernel-install/ of a checkout,
+ * kernel-install/ of the npm package or of /usr/lib/mkinitrd-pkg (common/src/data.ts).
+ */
+function pluginSource(): string {
+  const path = findDataFile('kernel-install', PLUGIN_NAME);
+  if (!path) {
+    throw new UserError('IO', `cannot find the plugin ${PLUGIN_NAME} in ${dataSearchPath('kernel-install').join(', ')}`, {
+      hint: 'this installation of mkinitrd-pkg is incomplete: reinstall it',
+    });
+  }
+  return path;
+}
 
 /**
  * The plugin text with its "which mkinitrd-pkg" default lines set. Each line must be
  * there exactly once: a plugin that would silently keep PATH lookup is a bug.
  */
-export function substituteDefaults(text: string, defaults: { node: string; command: string }): string {
+export function substituteDefaults(text: string, defaults: { node: string; command: string }, source = PLUGIN_NAME): string {
   let out = text;
   for (const [name, value] of [
     ['MKINITRD_PKG_DEFAULT_NODE', defaults.node],
@@ -27,7 +39,7 @@ export function substituteDefaults(text: string, defaults: { node: string; comma
   ] as const) {
     const line = new RegExp(`^${name}=.*$`, 'gm');
     const count = out.match(line)?.length ?? 0;
-    if (count !== 1) throw new Error(`${PLUGIN_SOURCE}: expected one ${name}= line, found ${count}`);
+    if (count !== 1) throw new Error(`${source}: expected one ${name}= line, found ${count}`);
     out = out.replace(line, `${name}=${value === '' ? '' : shellQuote(value)}`);
   }
   return out;
@@ -51,13 +63,12 @@ export default class InstallPlugin extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(InstallPlugin);
+    const source = pluginSource();
     let text: string;
     try {
-      text = await readFile(PLUGIN_SOURCE, 'utf8');
+      text = await readFile(source, 'utf8');
     } catch (error) {
-      throw new UserError('IO', `cannot read the plugin ${PLUGIN_SOURCE}: ${(error as Error).message}`, {
-        hint: 'install-plugin runs from a checkout of mkinitrd-pkg (scripts/kernel-install/)',
-      });
+      throw new UserError('IO', `cannot read the plugin ${source}: ${(error as Error).message}`);
     }
     let runs: string;
     if (flags['from-path']) {
@@ -65,7 +76,7 @@ export default class InstallPlugin extends BaseCommand {
     } else {
       const node = await realpath(process.execPath);
       const bin = await realpath(join(this.config.root, 'bin', 'run.js'));
-      text = substituteDefaults(text, { node, command: bin });
+      text = substituteDefaults(text, { node, command: bin }, source);
       runs = `${node} ${bin} (unless $MKINITRD_PKG is set)`;
     }
     const target = resolve(flags.dest, PLUGIN_NAME);
@@ -78,19 +89,29 @@ export default class InstallPlugin extends BaseCommand {
       },
       0o755,
     );
-    process.stdout.write(`installed ${target} (mode 0755) from ${PLUGIN_SOURCE}\n`);
+    process.stdout.write(`installed ${target} (mode 0755) from ${source}\n`);
     process.stdout.write(`the plugin runs ${runs}\n`);
     process.stdout.write(
       'it builds the initrd when kernel-install uses layout=bls (or install.conf initrd_generator=mkinitrd-pkg)\n',
     );
-    const mask = resolve(flags.dest, DISTRO_INITRD_PLUGIN);
+    // Mask the names this system's systemd ships (85 when it ships neither: the flag's name).
+    const present: string[] = [];
+    for (const name of DISTRO_INITRD_PLUGINS) {
+      if (await lstat(join(DISTRO_PLUGIN_DIR, name)).catch(() => undefined)) present.push(name);
+    }
     if (flags['mask-85-initrd']) {
-      process.stdout.write(`${await maskPlugin(mask)}\n`);
-    } else if (!(await lstat(mask).catch(() => undefined)) && (await lstat(join(DISTRO_PLUGIN_DIR, DISTRO_INITRD_PLUGIN)).catch(() => undefined))) {
-      process.stdout.write(
-        `note: ${join(DISTRO_PLUGIN_DIR, DISTRO_INITRD_PLUGIN)} adds /boot/initrd.img-KVER (initramfs-tools) to each entry as a second initrd;\n` +
-          `      mask it with --mask-85-initrd (ln -s /dev/null ${mask})\n`,
-      );
+      for (const name of present.length ? present : [DISTRO_INITRD_PLUGIN]) {
+        process.stdout.write(`${await maskPlugin(resolve(flags.dest, name))}\n`);
+      }
+    } else {
+      for (const name of present) {
+        const mask = resolve(flags.dest, name);
+        if (await lstat(mask).catch(() => undefined)) continue;
+        process.stdout.write(
+          `note: ${join(DISTRO_PLUGIN_DIR, name)} adds /boot/initrd.img-KVER (initramfs-tools) to each entry as a second initrd;\n` +
+            `      mask it with --mask-85-initrd (ln -s /dev/null ${mask})\n`,
+        );
+      }
     }
   }
 }
@@ -104,10 +125,10 @@ async function maskPlugin(path: string): Promise<string> {
   if (st) {
     if (st.isSymbolicLink() && (await readlink(path)) === '/dev/null') return `${path} is already masked (-> /dev/null)`;
     throw new UserError('IO', `${path} exists and is not a /dev/null symlink; not replacing it`, {
-      hint: `remove it yourself if it is a copy of ${DISTRO_INITRD_PLUGIN} you no longer want`,
+      hint: `remove it yourself if it is a copy of ${basename(path)} you no longer want`,
     });
   }
-  const temp = resolve(path, '..', `.${DISTRO_INITRD_PLUGIN}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = resolve(path, '..', `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   await symlink('/dev/null', temp);
   try {
     await rename(temp, path);
