@@ -49,10 +49,13 @@ describe.each(RELEASES)('$preset preset ($release): build and boot its own kerne
     for (const s of sessions) s.kill();
   });
 
-  it('writes a 0600 image, its manifest, and is at most 20 MB', async () => {
+  it('writes a 0600 image, its manifest, and is at most 36 MB', async () => {
     const st = await stat(image);
     expect(st.mode & 0o777).toBe(0o600);
-    expect(st.size).toBeLessThanOrEqual(20 * 1000 * 1000);
+    // The generic module set covers dracut --no-hostonly's storage/input classes
+    // (presets/include/generic-modules.conf); its size against dracut's is measured by
+    // test/modules-coverage.test.ts and npm run bench. This only catches a runaway.
+    expect(st.size).toBeLessThanOrEqual(36 * 1000 * 1000);
     const manifest = JSON.parse(await readFile(`${image}.manifest.json`, 'utf8'));
     expect(manifest.sha256).toBe(await sha256(image));
     expect(manifest.release).toBe(release);

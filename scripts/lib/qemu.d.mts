@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 
 export declare function hostKernel(): Promise<{ version: string; vmlinuz: string } | undefined>;
 export declare const ROOT_MARKER: string;
-export declare function makeTestRoot(options: { uuid: string; label: string }): Promise<string>;
+export declare function makeTestRoot(options: { uuid: string; label: string; before?: string }): Promise<string>;
 export interface BootSession {
   process: ChildProcess;
   started: number;

@@ -16,9 +16,10 @@ export const ROOT_MARKER = 'MKINITRD-PKG-REAL-ROOT-REACHED';
 
 /**
  * A real root filesystem: ext4 made with mkfs.ext4 -d (no mount), holding a static
- * busybox and an init that prints a marker on the console and powers off.
+ * busybox and an init that prints a marker on the console and powers off (after the
+ * shell lines `before`, e.g. to print what the booted system sees).
  */
-export async function makeTestRoot({ uuid, label }) {
+export async function makeTestRoot({ uuid, label, before = '' }) {
   const dir = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-root-'));
   const tree = join(dir, 'tree');
   for (const d of ['bin', 'sbin', 'etc', 'proc', 'sys', 'dev', 'run', 'tmp']) await mkdir(join(tree, d), { recursive: true });
@@ -32,6 +33,7 @@ export async function makeTestRoot({ uuid, label }) {
     `#!/bin/sh
 exec >/dev/console 2>&1
 /bin/busybox mount -t proc proc /proc
+${before}
 echo "${ROOT_MARKER} pid=$$"
 /bin/busybox sync
 /bin/busybox poweroff -f

@@ -5,7 +5,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
-import { findKernelVersions, installKernelModules } from '@mkinitrd-pkg/kmod';
+import { findKernelVersions, installKernelModules, runDepmod } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
@@ -70,6 +70,10 @@ export interface ImageResult {
   bytes: number;
   modules: string[];
   firmware: string[];
+  /** Firmware the modules declare that no firmware package (FirmwarePackages=) has. */
+  missingFirmware: string[];
+  /** Why it is missing, for the summary and the manifest. */
+  missingFirmwareReason: string | undefined;
   modulesSource: string;
   format: 'cpio' | 'uki';
   /** UKI: signed for Secure Boot. */
@@ -153,23 +157,47 @@ async function stagePackage(
   config: ImageConfig,
   cacheDir: string,
   metadataDigest: string | undefined,
-  packageName: string,
+  packages: string[],
   include: (name: string) => boolean,
   logger: Logger,
 ): Promise<string> {
-  if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packageName} is not supported with ${resolver.packageManager} yet`);
+  if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packages.join(' ')} is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
-  const indexKey = metadataDigest ? digestOf([packageName, config.architecture, metadataDigest]) : undefined;
+  // STAGED_WITH_DEPMOD in both keys: entries sealed before modules.dep was written into
+  // them are not picked up (they would cost a depmod -n of the whole tree per build).
+  const indexKey = metadataDigest ? digestOf([STAGED_WITH_DEPMOD, packages, config.architecture, metadataDigest]) : undefined;
   return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
+    let root: string | undefined;
     await unpack({
       config,
-      packages: [packageName],
+      packages,
       cacheDir,
       include,
       logger,
-      target: (files) => fill(digestOf([...files].sort()).slice(0, 20)),
+      target: async (files) => (root = await fill(digestOf([STAGED_WITH_DEPMOD, ...[...files].sort()]).slice(0, 20))),
     });
+    // Before the entry is sealed (its tree digest is taken after this returns).
+    if (root !== undefined) await depmodStaged(root, await findKernelVersions(root), logger);
   });
+}
+
+/**
+ * Kernel packages ship no modules.dep (Debian's postinst writes it); without one every
+ * build would compute it for the whole tree again (`depmod -n`, 20–50 s here for 4,000
+ * xz modules). The staging root is this cache's own, so it is written there once,
+ * while the entry is still a temporary (before its tree digest is taken).
+ */
+const STAGED_WITH_DEPMOD = 'staged-with-modules.dep';
+
+async function depmodStaged(staged: string, versions: readonly string[], logger: Logger): Promise<void> {
+  for (const kver of versions) {
+    for (const base of ['usr/lib/modules', 'lib/modules']) {
+      const dir = join(staged, base, kver);
+      if (!(await pathExists(join(dir, 'modules.order'))) || (await pathExists(join(dir, 'modules.dep')))) continue;
+      await runDepmod({ modulesDir: join(staged, base), kernelVersion: kver, logger });
+      break;
+    }
+  }
 }
 
 function digestOf(value: unknown): string {
@@ -181,7 +209,10 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
   let staged: string | undefined;
   let stagedVersions: string[] = [];
   if (config.kernelPackage) {
-    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, config.kernelPackage, (name) => KERNEL_PACKAGE_NAMES.test(name), logger);
+    // The firmware packages land in the same staging root: the module installer looks for
+    // firmware in its usr/lib/firmware and lib/firmware.
+    const firmware = config.firmwarePackages;
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => KERNEL_PACKAGE_NAMES.test(name) || firmware.includes(name), logger);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -313,7 +344,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       }
       const stubPackage = config.ukiStubPackage;
       progress.update(`unpacking ${stubPackage}`);
-      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, stubPackage, (name) => name === stubPackage, logger));
+      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger));
       stub = join(stubRoot, STUB_PATH);
       if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
     }
@@ -344,6 +375,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           // a plain image carries them.
           let extensions = stub ? [] : await addExtensions(imageRoot, options.extensions ?? []);
           await addVerityCerts(imageRoot, options.verityCerts ?? []);
+          const missingReason = missingFirmwareReason(config, kernel, modules.missingFirmware.length);
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
           const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
@@ -403,8 +435,11 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               packages: prepared.packages,
               modules: modules.modules,
               firmware: modules.firmware,
+              firmwarePackages: config.firmwarePackages,
               missingFirmware: modules.missingFirmware,
               extensions,
+              missingFirmwareReason: missingReason,
+              missingFirmwareModules: modules.missingFirmwareModules,
               pruned: prepared.prune,
               tools: tools.manifest,
             });
@@ -421,6 +456,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
             bytes,
             modules: modules.modules,
             firmware: modules.firmware,
+            missingFirmware: modules.missingFirmware,
+            missingFirmwareReason: missingReason,
             modulesSource: kernel.description,
             format: config.format,
             signed: stub ? signed : false,
@@ -545,6 +582,19 @@ async function prepareRoot(o: {
     return { root: stored.root, shared: true, ...result, cache: 'miss' };
   }
   return { root, shared: false, ...result, cache: 'disabled' };
+}
+
+/**
+ * Why declared firmware is absent: a generic image ships only what the firmware packages
+ * hold (free firmware, e.g. Debian's firmware-linux-free); the rest is non-free (Debian's
+ * firmware-* packages in non-free-firmware) or packaged nowhere, and the driver then
+ * runs without it or asks for it later from the real root.
+ */
+function missingFirmwareReason(config: ImageConfig, kernel: KernelSource, missing: number): string | undefined {
+  if (missing === 0) return undefined;
+  if (!kernel.description.startsWith('package ')) return `not found in ${kernel.sourceRoot}/usr/lib/firmware (the host's firmware)`;
+  if (config.firmwarePackages.length === 0) return 'no FirmwarePackages= configured';
+  return `not in ${config.firmwarePackages.join(', ')} (FirmwarePackages=): non-free, or packaged by no one`;
 }
 
 function pick(meta: { packages: InstalledPackage[]; sourceDateEpoch: number; prune: PruneReport; sizeByDirectory: Record<string, number>; warnings: string[] }) {

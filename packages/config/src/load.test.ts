@@ -86,6 +86,34 @@ describe('loadConfig', () => {
     expect((await listPresets([join(dir, 'presets')])).map((p) => p.name)).toEqual(['mini']);
   });
 
+  it('[Config] Include= reads a file relative to the includer in place, and refuses a cycle', async () => {
+    await mkdir(join(dir, 'presets', 'include'), { recursive: true });
+    await writeFile(join(dir, 'presets', 'include', 'mods.conf'), '[Content]\nKernelModules=kernel/drivers/ata/ -pata_legacy\n');
+    await writeFile(join(dir, 'presets', 'inc.conf'), base.replace('[Content]', '[Config]\nInclude=include/mods.conf\n[Content]'));
+    const config = await loadConfig({ preset: 'inc', ...opts() });
+    // The included lines come where Include= stands: the preset's own lines follow them.
+    expect(config.kernelModules).toEqual(['kernel/drivers/ata/', '-pata_legacy', 'ext4', '-ext4']);
+    expect(config.packages).toEqual(['systemd', 'udev', 'mdadm']);
+
+    const loop = join(dir, 'loop.conf');
+    await writeFile(loop, '[Config]\nInclude=loop.conf\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [loop] })).rejects.toThrow(`${loop}:2: Include=loop.conf includes itself (loop.conf → loop.conf)`);
+    const missing = join(dir, 'missing.conf');
+    await writeFile(missing, '[Config]\nInclude=nowhere.conf\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [missing] })).rejects.toThrow(`config file included from ${missing} not found: ${join(dir, 'nowhere.conf')}`);
+    await writeFile(missing, '[Config]\nIncludes=x.conf\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [missing] })).rejects.toThrow(`${missing}:2: unknown key Includes= in [Config]`);
+  });
+
+  it('every shipped preset takes its kernel modules from the one shared set', async () => {
+    const shared = await loadConfig({ preset: 'debian', dropInDirs: [] });
+    expect(shared.kernelModules).toEqual(expect.arrayContaining(['kernel/drivers/scsi/', 'kernel/drivers/md/', 'i2c_hid_acpi', 'tpm_tis']));
+    for (const p of await listPresets()) {
+      const config = await loadConfig({ preset: p.name, dropInDirs: [] });
+      expect(config.sources.some((s) => s.endsWith('include/generic-modules.conf')), p.name).toBe(true);
+    }
+  });
+
   it('resolves the shipped presets without network', async () => {
     const presets = await listPresets();
     for (const p of presets) {

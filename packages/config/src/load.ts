@@ -1,9 +1,9 @@
 import { constants as fsConstants } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
-import { basename, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { ADMIN_DATA_DIR, UserError, VENDOR_DATA_DIR, builtinDataPath, dataSearchPath, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
-import { applyAssignments, emptyConfig, invalidValue, isPasswordHash, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
+import { applyAssignments, emptyConfig, invalidValue, isPasswordHash, lookupKey, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
 
 /** The presets shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
 export const BUILTIN_PRESET_DIR = builtinDataPath('presets') ?? '';
@@ -85,9 +85,41 @@ export async function readConfigText(path: string, what = 'config file'): Promis
   }
 }
 
-async function readConfigFile(path: string): Promise<Assignment[]> {
-  return parseIniAssignments(await readConfigText(path), path);
+async function readConfigFile(path: string, including: readonly string[] = [], read: string[] = []): Promise<Assignment[]> {
+  const what = including.length > 0 ? `config file included from ${including.at(-1)}` : 'config file';
+  const assignments = await expandIncludes(parseIniAssignments(await readConfigText(path, what), path), [...including, path], read);
+  read.push(path);
+  return assignments;
 }
+
+/**
+ * `[Config] Include=FILE…` (mkosi's key): the named files' assignments take the place of
+ * the Include= line, so a later line of the including file overrides them. Relative
+ * paths are relative to the including file, which lets every preset share one
+ * file (presets/include/) wherever the presets are installed. A cycle is an error.
+ * Included files are added to `read` before the includer (lower precedence first).
+ */
+async function expandIncludes(assignments: Assignment[], stack: readonly string[], read: string[]): Promise<Assignment[]> {
+  const out: Assignment[] = [];
+  for (const a of assignments) {
+    if (a.section !== 'Config') {
+      out.push(a);
+      continue;
+    }
+    if (a.key !== 'Include') lookupKey(CONFIG_SECTION, a);
+    for (const name of a.value.split(/\s+/).filter(Boolean)) {
+      const path = resolve(dirname(a.file), name);
+      if (stack.includes(path)) {
+        throw new UserError('CONFIG', `${a.file}:${a.line}: Include=${name} includes itself (${[...stack, path].map((f) => basename(f)).join(' → ')})`);
+      }
+      out.push(...(await readConfigFile(path, stack, read)));
+    }
+  }
+  return out;
+}
+
+/** The [Config] section: only Include= (handled while reading, before the schema). */
+const CONFIG_SECTION: Record<string, Record<string, true>> = { Config: { Include: true } };
 
 export interface PresetInfo {
   name: string;
@@ -181,8 +213,9 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Image
   const config = emptyConfig(preset.name);
   const layers = [preset.path, ...(await dropInFiles(options.dropInDirs ?? DEFAULT_DROPIN_DIRS)), ...(options.configFiles ?? []).map((f) => resolve(f))];
   for (const file of layers) {
-    applyAssignments(config, await readConfigFile(file));
-    config.sources.push(file);
+    const read: string[] = [];
+    applyAssignments(config, await readConfigFile(file, [], read));
+    config.sources.push(...read);
   }
   applyOverrides(config, options.overrides ?? {});
   validateConfig(config);
@@ -304,6 +337,7 @@ export function renderConfig(config: ImageConfig): string {
     ...line('KeepFiles', config.keepFiles),
     ...line('KernelPackage', config.kernelPackage),
     ...line('UkiStubPackage', config.ukiStubPackage),
+    ...line('FirmwarePackages', config.firmwarePackages),
     ...line('KernelVersion', config.kernelVersions),
     ...line('KernelModulesRoot', config.kernelModulesRoot),
     ...line('KernelModules', config.kernelModules),

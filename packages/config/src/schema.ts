@@ -41,6 +41,11 @@ export interface ImageConfig {
   kernelPackage: string | undefined;
   /** The package that holds systemd-stub (linuxx64.efi.stub), unpacked for Format=uki. */
   ukiStubPackage: string | undefined;
+  /**
+   * Packages unpacked beside the kernel package: the firmware the selected modules
+   * declare (modinfo -F firmware) is taken from them (e.g. Debian's firmware-linux-free).
+   */
+  firmwarePackages: string[];
   kernelVersions: string[];
   /** Modules root on the host used when no kernel package is named. */
   kernelModulesRoot: string;
@@ -69,7 +74,7 @@ export interface ImageConfig {
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages';
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages' | 'firmwarePackages';
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
 interface KeySpec {
@@ -204,6 +209,7 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     KernelModules: { field: 'kernelModules', list: true },
     KernelPackage: { field: 'kernelPackage' },
     UkiStubPackage: { field: 'ukiStubPackage' },
+    FirmwarePackages: { field: 'firmwarePackages', list: true },
     KernelVersion: { field: 'kernelVersions', list: true },
     KernelModulesRoot: { field: 'kernelModulesRoot' },
     KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine },
@@ -262,6 +268,7 @@ export function emptyConfig(preset: string): ImageConfig {
     kernelModules: [],
     kernelPackage: undefined,
     ukiStubPackage: undefined,
+    firmwarePackages: [],
     kernelVersions: [],
     kernelModulesRoot: '/',
     compression: 'zstd',

@@ -15,6 +15,7 @@ import { readModinfo, type ModuleInfo } from './modinfo.js';
 import { emptyDatabase, parseModuleLines, parseModulesBuiltin, type ModuleDatabase } from './moddb.js';
 import { RootResolver } from './rootfs.js';
 import { addDependencies, compileModulePatterns, selectModules } from './select.js';
+import { HOST_PATTERN, readHostModules, type HostModuleSources } from './host.js';
 
 export interface ModuleSelection {
   /** Ordered globs; a `-` prefix excludes. See select.ts for the full semantics. */
@@ -39,6 +40,8 @@ export interface InstallModulesOptions {
    * directory is its own root: symlinks in it cannot reach outside it.
    */
   firmwareRoots?: string[];
+  /** Where `host` in the patterns reads the running system's modules (host.ts). */
+  host?: HostModuleSources;
   logger?: Logger;
 }
 
@@ -56,6 +59,8 @@ export interface InstallModulesResult {
   firmware: string[];
   /** Firmware names (as modules declare them) found in no firmware root, sorted. */
   missingFirmware: string[];
+  /** The modules that declare each missing firmware file. */
+  missingFirmwareModules: Record<string, string[]>;
   /** Total size of everything in `files` and `firmware`. */
   bytes: number;
 }
@@ -164,7 +169,9 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
   const started = performance.now();
   checkKernelVersion(o.kernelVersion);
   const kver = o.kernelVersion;
-  const patterns = compileModulePatterns(o.patterns);
+  // `host` (KernelModules=host) adds what the running system uses (host.ts).
+  const hostOnly = o.patterns.some((p) => p.trim() === HOST_PATTERN);
+  const patterns = compileModulePatterns(o.patterns.filter((p) => p.trim() !== HOST_PATTERN));
   const source = new RootResolver(await realRoot(o.sourceRoot, 'source root'));
 
   // 1. Where the kernel's modules are in the source root.
@@ -189,6 +196,21 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
   // 2. The module database and the selection with its dependency closure.
   const db = await loadDatabase(source, modDir.rel, modDir.path, kver, logger);
   const selection = selectModules(db, patterns, kver, logger);
+  if (hostOnly) {
+    const host = await readHostModules(o.host);
+    const elsewhere: string[] = [];
+    for (const name of host.names) {
+      if (db.modules.has(name)) {
+        if (!selection.excluded.has(name)) selection.selected.add(name);
+      } else if (!db.builtin.has(name) && name !== host.rootFilesystem) {
+        elsewhere.push(name);
+      }
+    }
+    // A module the host loaded that this kernel lacks (another version or config): the
+    // image can still be right, so say it, do not fail.
+    if (elsewhere.length > 0) logger.warn({ kernelVersion: kver, modules: elsewhere }, 'host modules that this kernel has neither as module nor built in');
+    logger.info({ loaded: host.loaded, rootFilesystem: host.rootFilesystem, crypttab: host.crypttab }, 'host-only module selection');
+  }
   const closure = new Set<string>();
   addDependencies(db, closure, [...selection.selected], selection.excluded, new Map(), logger);
 
@@ -322,6 +344,7 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
     files: written.map((w) => w.rel).sort(),
     firmware: [...new Set(firmware.map((f) => f.rel))].sort(),
     missingFirmware: missingFirmware.sort(),
+    missingFirmwareModules: Object.fromEntries(missingFirmware.map((fw) => [fw, wanted.get(fw) ?? []])),
     bytes: written.reduce((n, w) => n + w.size, 0) + firmware.reduce((n, f) => n + f.size, 0),
   };
   logger.info(

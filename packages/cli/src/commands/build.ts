@@ -63,6 +63,7 @@ export function renderSummary(result: BuildResult): string {
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${kind}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
     lines.push(`  sha256 ${image.sha256}`);
     for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}`);
+    if (image.missingFirmware.length > 0) lines.push(`  firmware missing: ${image.missingFirmware.length} files, ${image.missingFirmwareReason} (listed in the manifest)`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
   lines.push(`tools: ${result.tools.tree === 'host' ? 'the host (ToolsTree=host)' : `${result.tools.distribution} ${result.tools.release} packages (${result.tools.packages.length}, ToolsTree=${result.tools.tree})`}`);
