@@ -10,11 +10,8 @@ apt-get install -y --no-install-recommends \
   squashfs-tools erofs-utils cryptsetup-bin systemd-container openssl \
   rpm dnf createrepo-c gnupg busybox-static \
   dracut-core \
-<<<<<<< HEAD
   ovmf mtools dosfstools sbsigntool binutils \
-=======
   mmdebstrap lintian \
->>>>>>> main
   linux-image-amd64
 # The storage bench boots Debian's own initramfs-tools image on LVM/RAID disks: its hooks
 # include lvm and mdadm only when they are installed (scripts/bench/storage.bench.mjs).
