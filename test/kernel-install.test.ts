@@ -175,6 +175,20 @@ describe.skipIf(!haveKernelInstall || !kernel)('kernel-install plugin: policy (r
     expect(await entryLines(s.loaderEntry, 'initrd')).toEqual([expect.stringMatching(entryPath('initrd')), expect.stringMatching(entryPath('initrd-extensions'))]);
   });
 
+  it("puts the extensions into the image itself where the loader takes one initrd (Debian's kernel hook)", async () => {
+    const s = await scratch({ env: { MKINITRD_PKG_EXTENSIONS_IN_IMAGE: '1' } });
+    const extDir = join(s.env.MKINITRD_PKG_CONF_DIR!, 'extensions');
+    await mkdir(extDir);
+    await writeFile(join(extDir, 'lvm.raw'), 'x');
+    await writeFile(join(extDir, 'notes.txt'), 'not an image');
+    const r = await kernelInstall(s, ['add', KVER, kernel!.vmlinuz]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const [build, ...more] = await calls(s);
+    expect(more).toEqual([]);
+    expect(build!.slice(-2)).toEqual(['--extension', join(extDir, 'lvm.raw')]);
+    expect((await readdir(s.entryDir)).sort()).toEqual(['initrd', 'linux']);
+  });
+
   it('generates nothing when initrds are passed on the command line', async () => {
     const s = await scratch();
     const given = join(s.dir, 'initrd-given.img');
