@@ -86,6 +86,20 @@ await link('etc/kernel/install.d/55-initrd.install', '/dev/null');
 await link('etc/kernel/install.d/85-initrd.install', '/dev/null');
 await mkdir(at('var/lib/mkinitrd-pkg'), { recursive: true });
 
+// presets/initrd-tree/ is data the builder copies into every initrd image (the unit that
+// activates merged extensions, its sysinit.target.wants link, a udev rule): paths of an
+// image, not of this system, so lintian's checks of this system's units do not apply.
+await put(
+  'usr/share/lintian/overrides/mkinitrd-pkg',
+  [
+    '# Files of initrd images (presets/initrd-tree/), copied into each image, not units of this system.',
+    'mkinitrd-pkg: service-file-is-not-a-file [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/lib/systemd/system/sysinit.target.wants/mkinitrd-pkg-sysext-activate.service]',
+    'mkinitrd-pkg: repeated-path-segment lib [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/lib/]',
+    'mkinitrd-pkg: repeated-path-segment usr [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/]',
+    '',
+  ].join('\n'),
+);
+
 // Documentation.
 const DOC = 'usr/share/doc/mkinitrd-pkg';
 const date = new Date(epoch * 1000).toUTCString().replace(/GMT$/, '+0000').replace(/^(\w+), 0?(\d+)/, '$1, $2');

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { UserError, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
+import { UserError, builtinDataPath, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
 import type { EmergencyShell } from '@mkinitrd-pkg/config';
 
 /**
@@ -10,9 +9,11 @@ import type { EmergencyShell } from '@mkinitrd-pkg/config';
  * the image root with the same layout, symlinks kept): the activation of merged system
  * extensions (usr/lib/systemd/system/mkinitrd-pkg-sysext-activate.service) and the
  * degraded-array rule (usr/lib/udev/rules.d/65-mkinitrd-pkg-md-last-resort.rules); each
- * file says why.
+ * file says why. Found through the shipped data (checkout, npm package or
+ * /usr/lib/mkinitrd-pkg: packages/common/src/data.ts), not relative to this module: the
+ * bundled CLI lives elsewhere.
  */
-export const INITRD_TREE_DIR = fileURLToPath(new URL('../../../presets/initrd-tree/', import.meta.url));
+export const INITRD_TREE_DIR = join(builtinDataPath('presets') ?? '', 'initrd-tree');
 
 interface TreeFile {
   path: string;
