@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readGpt } from '@mkinitrd-pkg/sysext';
 import { hostKernel } from '../scripts/lib/qemu.mjs';
 import { CLI, mkinitrdPkg } from './lib/cli.js';
 import { bootRefused, bootToRoot, buildStack, concatInitrds, copy, shown, TEST_CACHE, type Stack } from './lib/storage.js';
