@@ -47,12 +47,15 @@ echo "${ROOT_MARKER} pid=$$"
 
 /**
  * Boot a kernel + initrd under TCG (the only accelerator that works here, design.md §4).
+ * One vCPU: with two, multi-threaded TCG once let a vCPU run a stale int3 while the kernel
+ * patched a static key (text_poke_bp), and trixie's 6.12 oopsed in sched_clock_cpu before
+ * /init (CI run of stop 18); one vCPU has no cross-modifying-code race.
  * `drives`: more virtio disks after `rootImage`, each a path (written to) or
  * `{ file, snapshot: true }` (writes go to a temporary overlay: a cached disk stays as it was).
  */
 export function bootQemu({ kernel, initrd, rootImage, drives = [], append, memoryMb = 1024 }) {
   const args = [
-    '-accel', 'tcg', '-smp', '2', '-m', String(memoryMb),
+    '-accel', 'tcg', '-smp', '1', '-m', String(memoryMb),
     '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-monitor', 'none',
     '-kernel', kernel, '-initrd', initrd,
     '-append', `console=ttyS0 panic=-1 ${append}`,
@@ -113,7 +116,7 @@ export async function bootQemuUefi({ esp, rootImage, vars, secure = false, memor
   const varsCopy = join(await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-vars-')), 'vars.fd');
   await copyFile(vars ?? (secure ? OVMF.snakeoilVars : OVMF.vars), varsCopy);
   const args = [
-    '-accel', 'tcg', '-smp', '2', '-m', String(memoryMb),
+    '-accel', 'tcg', '-smp', '1', '-m', String(memoryMb),
     '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-monitor', 'none',
     '-machine', secure ? 'q35,smm=on' : 'q35',
     ...(secure ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
