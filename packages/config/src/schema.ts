@@ -1,7 +1,8 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { UserError, PACKAGE_MANAGER_NAMES, isPackageManagerName, type PackageManagerName } from '@mkinitrd-pkg/common';
 import { shown, type Assignment } from './ini-lines.js';
 
-export type PackageManager = 'apt' | 'dnf';
+/** A PackageManager= value: one of common's PACKAGE_MANAGERS entries. */
+export type PackageManager = PackageManagerName;
 export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
 /** cpio: an initrd for a boot loader; uki: a Unified Kernel Image (systemd-stub + kernel + initrd). */
@@ -139,8 +140,8 @@ function parseCompression(value: string, where: Assignment): Compression {
 }
 
 function parsePackageManager(value: string, where: Assignment): PackageManager {
-  if (value === 'apt' || value === 'dnf') return value;
-  fail(where, `unknown package manager ${shown(value)}`, 'use apt or dnf');
+  if (isPackageManagerName(value)) return value;
+  fail(where, `unknown package manager ${shown(value)}`, `use one of: ${PACKAGE_MANAGER_NAMES.join(', ')}`);
 }
 
 function parseLevel(value: string, where: Assignment): number {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { UserError, run, lastLines, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, run, lastLines, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
@@ -22,7 +22,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.components, config.repositories, config.repositoryKeys, config.repositoryKeyCheck]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, 'apt', `${config.distribution}-${config.release}-${key}`);
+  return join(cacheDir, PACKAGE_MANAGERS.apt.cacheDir, `${config.distribution}-${config.release}-${key}`);
 }
 
 interface AptPaths {
@@ -258,7 +258,7 @@ async function newestChangelogEpoch(root: string): Promise<number | undefined> {
 
 export class AptResolver implements Resolver {
   readonly packageManager = 'apt';
-  readonly databasePaths = ['var/lib/dpkg', 'var/lib/apt', 'var/cache/apt', 'var/cache/debconf', 'var/log/apt', 'var/log/dpkg.log', 'var/log/alternatives.log'];
+  readonly databasePaths = PACKAGE_MANAGERS.apt.databasePaths;
 
   async refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string> {
     const paths = await prepareApt(request.cacheDir, request.config, undefined);

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, requireCommands, run, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, requireCommands, run, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
@@ -112,7 +112,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.repositories]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, 'dnf', `${config.distribution}-${config.release}-${key}`);
+  return join(cacheDir, PACKAGE_MANAGERS.dnf.cacheDir, `${config.distribution}-${config.release}-${key}`);
 }
 
 interface DnfPaths {
@@ -424,22 +424,7 @@ async function locateRpms(dir: string, planned: readonly PlannedRpm[]): Promise<
 
 export class DnfResolver implements Resolver {
   readonly packageManager = 'dnf';
-  readonly databasePaths = [
-    'usr/lib/sysimage/rpm',
-    'usr/lib/sysimage/libdnf5',
-    'usr/lib/sysimage/dnf',
-    'var/lib/rpm',
-    'var/lib/rpm-state',
-    'var/lib/dnf',
-    'var/cache/dnf',
-    'var/cache/libdnf5',
-    'var/log/dnf.log',
-    'var/log/dnf.librepo.log',
-    'var/log/dnf.rpm.log',
-    'var/log/dnf5.log',
-    'var/log/hawkey.log',
-    'etc/dnf/modules.d',
-  ];
+  readonly databasePaths = PACKAGE_MANAGERS.dnf.databasePaths;
 
   async refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string> {
     const paths = await prepareDnf(request.cacheDir, request.config);
