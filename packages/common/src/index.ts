@@ -45,3 +45,5 @@ export { ADMIN_DATA_DIR, VENDOR_DATA_DIR, builtinDataDir, builtinDataPath, dataS
 export type { DataKind } from './data.js';
 export { PACKAGE_MANAGERS, PACKAGE_MANAGER_NAMES, isPackageManagerName, packageManagerEntry, allPackageManagerPaths } from './package-managers.js';
 export type { PackageManagerEntry, PackageManagerName } from './package-managers.js';
+export { ARCHITECTURES, ARCHITECTURE_NAMES, isArchitectureName, architectureEntry, hostArchitecture } from './architectures.js';
+export type { ArchitectureEntry, ArchitectureName, PartitionTypes } from './architectures.js';

@@ -1,4 +1,4 @@
-import { UserError, PACKAGE_MANAGER_NAMES, isPackageManagerName, type PackageManagerName } from '@mkinitrd-pkg/common';
+import { UserError, ARCHITECTURE_NAMES, PACKAGE_MANAGER_NAMES, isArchitectureName, isPackageManagerName, type PackageManagerName } from '@mkinitrd-pkg/common';
 import { shown, type Assignment } from './ini-lines.js';
 
 /** A PackageManager= value: one of common's PACKAGE_MANAGERS entries. */
@@ -34,12 +34,25 @@ export interface ImageConfig {
   repositoryKeys: string[];
   /** mkosi-style architecture name (x86-64, arm64). */
   architecture: string;
+  /** Where rpm keeps its database in the roots dnf makes (rpm's %_dbpath). */
+  rpmDatabase: string;
   packages: string[];
+  /**
+   * apt: installed into an empty root together with the Essential set, before Packages=
+   * (Debian: usr-is-merged, so the merged-/usr symlinks are the package's, not usrmerge's).
+   */
+  bootstrapPackages: string[];
   removeFiles: string[];
   keepFiles: string[];
   kernelModules: string[];
   /** Take modules from this package (installed into a staging root), not the host. */
   kernelPackage: string | undefined;
+  /**
+   * Globs naming the packages of KernelPackage='s dependency closure that hold the kernel
+   * and its modules (Debian: linux-image-*; Fedora: kernel-core kernel-modules*). Empty:
+   * KernelPackage= itself.
+   */
+  kernelModulePackages: string[];
   /** The package that holds systemd-stub (linuxx64.efi.stub), unpacked for Format=uki. */
   ukiStubPackage: string | undefined;
   /**
@@ -75,7 +88,7 @@ export interface ImageConfig {
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages' | 'firmwarePackages';
+type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'bootstrapPackages' | 'kernelModulePackages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages' | 'firmwarePackages';
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
 interface KeySpec {
@@ -111,10 +124,14 @@ export function invalidValue(field: keyof ImageConfig, value: string): string | 
   if (CONTROL_RE.test(value)) return `control characters are not allowed: ${shown(value)}`;
   switch (field) {
     case 'packages':
+    case 'bootstrapPackages':
+    case 'kernelModulePackages':
     case 'kernelPackage':
       return PACKAGE_NAME_RE.test(value) ? undefined : `invalid package name ${shown(value)}`;
     case 'mirror':
       return URL_RE.test(value) ? undefined : `expected a URL like http://deb.debian.org/debian, got ${shown(value)}`;
+    case 'rpmDatabase':
+      return /^\/[^\s]*$/.test(value) && !value.split('/').includes('..') ? undefined : `expected an absolute path, got ${shown(value)}`;
     case 'distribution':
     case 'release':
     case 'components':
@@ -185,8 +202,9 @@ function parseCommandLine(value: string): string {
   return value.split(/\s+/).filter(Boolean).join(' ');
 }
 
+/** One of common's ARCHITECTURES rows (systemd's and mkosi's names). */
 function parseArchitecture(value: string, where: Assignment): string {
-  if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture ${shown(value)}`);
+  if (!isArchitectureName(value)) fail(where, `unknown architecture ${shown(value)}`, `use one of: ${ARCHITECTURE_NAMES.join(', ')}`);
   return value;
 }
 
@@ -202,13 +220,16 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean },
     RepositoryKey: { field: 'repositoryKeys', list: true },
     Architecture: { field: 'architecture', parse: parseArchitecture },
+    RpmDatabase: { field: 'rpmDatabase' },
   },
   Content: {
     Packages: { field: 'packages', list: true },
+    BootstrapPackages: { field: 'bootstrapPackages', list: true },
     RemoveFiles: { field: 'removeFiles', list: true },
     KeepFiles: { field: 'keepFiles', list: true },
     KernelModules: { field: 'kernelModules', list: true },
     KernelPackage: { field: 'kernelPackage' },
+    KernelModulePackages: { field: 'kernelModulePackages', list: true },
     UkiStubPackage: { field: 'ukiStubPackage' },
     FirmwarePackages: { field: 'firmwarePackages', list: true },
     KernelVersion: { field: 'kernelVersions', list: true },
@@ -263,11 +284,15 @@ export function emptyConfig(preset: string): ImageConfig {
     repositoryKeyCheck: true,
     repositoryKeys: [],
     architecture: 'x86-64',
+    // rpm's own default since 4.16 (Fedora >= 36, openSUSE, RHEL 10); RHEL <= 9: /var/lib/rpm.
+    rpmDatabase: '/usr/lib/sysimage/rpm',
     packages: [],
+    bootstrapPackages: [],
     removeFiles: [],
     keepFiles: [],
     kernelModules: [],
     kernelPackage: undefined,
+    kernelModulePackages: [],
     ukiStubPackage: undefined,
     firmwarePackages: [],
     kernelVersions: [],

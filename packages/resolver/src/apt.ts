@@ -1,19 +1,17 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { UserError, run, lastLines, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, run, lastLines, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
-/** mkosi architecture names → Debian's. */
-const DEBIAN_ARCH: Record<string, string> = { 'x86-64': 'amd64', arm64: 'arm64', x86: 'i386', 'ppc64-le': 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
-
-export function debianArchitecture(config: ImageConfig): string {
-  const arch = DEBIAN_ARCH[config.architecture];
-  if (!arch) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for apt`, { hint: `known: ${Object.keys(DEBIAN_ARCH).join(', ')}` });
-  return arch;
+/** Architecture= (mkosi's names) → dpkg's, from common's ARCHITECTURES table. */
+export function debianArchitecture(config: Pick<ImageConfig, 'architecture'>): string {
+  const entry = architectureEntry(config.architecture);
+  if (!entry) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for apt`, { hint: `known: ${ARCHITECTURE_NAMES.join(', ')}` });
+  return entry.debian;
 }
 
 /** Where apt's lists and .debs live for one repository set: shared by every build of it. */
@@ -278,8 +276,10 @@ export class AptResolver implements Resolver {
 
       const installed = new Set((await this.listInstalled(root)).map((p) => p.name));
       const firstInstall = installed.size === 0;
-      // apt does not add Essential packages into an empty status by itself (design.md §4).
-      const wanted = firstInstall ? ['?essential', 'usr-is-merged', ...request.packages] : [...request.packages];
+      // apt does not add Essential packages into an empty status by itself (design.md §4);
+      // BootstrapPackages= (Debian: usr-is-merged) come with them.
+      const bootstrap = ['?essential', ...config.bootstrapPackages];
+      const wanted = firstInstall ? [...bootstrap, ...request.packages] : [...request.packages];
 
       const simulation = await aptGet(paths, ['-s', 'install', ...wanted]);
       const plan = parseSimulation(simulation.stdout);
@@ -289,7 +289,7 @@ export class AptResolver implements Resolver {
       if (firstInstall) {
         // Unpack the Essential closure by hand first so maintainer scripts find /bin/sh,
         // /usr/bin/dpkg's helpers and friends when dpkg runs them chrooted.
-        const essential = parseSimulation((await aptGet(paths, ['-s', 'install', '?essential', 'usr-is-merged'])).stdout);
+        const essential = parseSimulation((await aptGet(paths, ['-s', 'install', ...bootstrap])).stdout);
         logger.info({ packages: essential.length }, 'unpacking the essential set');
         for (const p of essential) {
           const deb = join(paths.cache, 'archives', debFileName(p));
