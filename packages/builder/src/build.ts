@@ -10,7 +10,7 @@ import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/prun
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
-import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
+import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
@@ -352,8 +352,9 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       const stubPackage = config.ukiStubPackage;
       progress.update(`unpacking ${stubPackage}`);
       const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger));
-      stub = join(stubRoot, STUB_PATH);
-      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
+      const stubInPackage = stubPath(config.architecture);
+      stub = join(stubRoot, stubInPackage);
+      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${stubInPackage}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
     }
     const signed = Boolean(config.secureBootKey && config.secureBootCertificate);
     // A signed image protects the boot chain; an unauthenticated root shell on its console

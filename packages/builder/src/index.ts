@@ -7,7 +7,7 @@ export type { CleanResult, RootCacheMeta } from './cache.js';
 export { prepareTools } from './tools.js';
 export type { PreparedTools, ToolsManifest } from './tools.js';
 export { applyEmergencyShell, EMERGENCY_SHELL_DISABLED } from './initrd.js';
-export { writeUki, readUki, inspectUki, formatUkiInspect, isPeImage, placeUkiExtensions, STUB_PATH } from './uki.js';
+export { writeUki, readUki, inspectUki, formatUkiInspect, isPeImage, placeUkiExtensions, STUB_PATH, stubPath } from './uki.js';
 export type { UkiInput, UkiInfo, UkiInspectResult } from './uki.js';
 export { readPeHeaders, peChecksum, normalizePeTimestamp } from './pe.js';
 export type { PeHeaders, PeSection } from './pe.js';

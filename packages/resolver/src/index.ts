@@ -1,4 +1,4 @@
-export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture } from './apt.js';
+export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture, isForeignArchitecture } from './apt.js';
 export {
   DnfResolver,
   explainDnfFailure,
