@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -15,6 +15,26 @@ let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-errors-'));
 });
+
+/** Command lines of the processes whose arguments mention `text` (other tests' builds never name this test's cache). */
+async function processesMentioning(text: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) found.push(cmdline.replace(/\0/g, ' ').trim());
+  }
+  return found;
+}
+
+/** Poll `condition` every 100 ms until it holds or `ms` pass; returns whether it held. */
+async function waitUntil(condition: () => Promise<boolean>, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    if (await condition()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return condition();
+}
 
 /** One clear line (plus an optional hint line), no stack trace, non-zero exit, no image. */
 async function expectCleanFailure(args: string[], message: RegExp, exitCode = 1, env: Record<string, string> = {}) {
@@ -69,16 +89,18 @@ describe.skipIf(!kernel)('build killed with SIGKILL', () => {
     const cache = join(dir, 'kill-cache');
     const args = [CLI, 'build', '--kernel-version', KVER, '--kernel-package', '', '--output', join(out, 'initrd.img'), '--cache-dir', cache];
     const child = spawn('node', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MKINITRD_PKG_LOG_LEVEL: 'info' } });
-    // Kill it while packages are being installed, when mounts exist in its namespace.
-    await new Promise<void>((resolve) => {
-      child.stderr!.on('data', (chunk: Buffer) => {
-        if (chunk.toString().includes('installing packages')) setTimeout(() => resolve(), 1500);
-      });
-      child.on('exit', () => resolve());
-    });
+    child.stderr!.resume();
+    const exited = new Promise((r) => child.on('exit', r));
+    // Kill it while apt-get install runs inside the build's mount namespace (/dev, /proc,
+    // /sys bind-mounted into the root): the moment a leaked mount would matter. Polled,
+    // not slept: a loaded machine may take long to get there (bounded by the test timeout).
+    const installing = async () => child.exitCode !== null || (await processesMentioning(cache)).some((p) => / apt-get .*-y install /.test(p));
+    expect(await waitUntil(installing, 300_000), 'apt-get install never ran').toBe(true);
+    expect(child.exitCode, 'the build ended before it could be killed').toBeNull();
     child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
-    await new Promise((r) => setTimeout(r, 1000));
+    await exited;
+    // The kernel tears the namespace down with its last process: wait for that, bounded.
+    expect(await waitUntil(async () => (await processesMentioning(cache)).length === 0, 10_000), 'processes of the killed build are left').toBe(true);
     const mounts = await execa('findmnt', ['-rn', '-o', 'TARGET'], { reject: false });
     expect(String(mounts.stdout).split('\n').filter((m) => m.startsWith(cache))).toEqual([]);
     expect(await readdir(out)).toEqual([]);

@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, globToRegExp, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules, runDepmod } from '@mkinitrd-pkg/kmod';
@@ -10,7 +10,7 @@ import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/prun
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
-import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
+import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
@@ -114,8 +114,14 @@ export interface BuildResult {
  */
 const INITRD_DEFAULT_LEVELS: Partial<Record<string, number>> = { zstd: 12 };
 
-/** Names of kernel packages' parts that hold modules, across distributions (data). */
-const KERNEL_PACKAGE_NAMES = /^(linux-image-|linux-modules-|kernel-core$|kernel-modules)/;
+/**
+ * Which packages of the kernel package's closure hold the kernel and its modules: the
+ * preset's KernelModulePackages= globs (distribution data), else KernelPackage= itself.
+ */
+export function kernelModulePackageFilter(config: Pick<ImageConfig, 'kernelPackage' | 'kernelModulePackages'>): (name: string) => boolean {
+  const globs = config.kernelModulePackages.map((g) => globToRegExp(g));
+  return globs.length ? (name) => globs.some((g) => g.test(name)) : (name) => name === config.kernelPackage;
+}
 
 class Phases {
   readonly timings: PhaseTiming[] = [];
@@ -212,7 +218,8 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
     // The firmware packages land in the same staging root: the module installer looks for
     // firmware in its usr/lib/firmware and lib/firmware.
     const firmware = config.firmwarePackages;
-    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => KERNEL_PACKAGE_NAMES.test(name) || firmware.includes(name), logger);
+    const isKernelPart = kernelModulePackageFilter(config);
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => isKernelPart(name) || firmware.includes(name), logger);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -345,8 +352,9 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       const stubPackage = config.ukiStubPackage;
       progress.update(`unpacking ${stubPackage}`);
       const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger));
-      stub = join(stubRoot, STUB_PATH);
-      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
+      const stubInPackage = stubPath(config.architecture);
+      stub = join(stubRoot, stubInPackage);
+      if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${stubInPackage}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
     }
     const signed = Boolean(config.secureBootKey && config.secureBootCertificate);
     // A signed image protects the boot chain; an unauthenticated root shell on its console

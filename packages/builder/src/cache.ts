@@ -365,6 +365,7 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
   }
   try {
     const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, 'work', 'metadata', 'sysext'];
+    // TODO(#15): derive from common's PACKAGE_MANAGERS (cacheDir of each entry) with the cache layout work.
     if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];
     let bytes = 0;

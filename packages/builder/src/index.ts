@@ -1,4 +1,4 @@
-export { buildInitrd, outputPathFor, sha256File } from './build.js';
+export { buildInitrd, outputPathFor, sha256File, kernelModulePackageFilter } from './build.js';
 export type { BuildOptions, BuildResult, ImageResult, PhaseTiming } from './build.js';
 export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
@@ -7,7 +7,7 @@ export type { CleanResult, RootCacheMeta } from './cache.js';
 export { prepareTools } from './tools.js';
 export type { PreparedTools, ToolsManifest } from './tools.js';
 export { applyEmergencyShell, EMERGENCY_SHELL_DISABLED } from './initrd.js';
-export { writeUki, readUki, inspectUki, formatUkiInspect, isPeImage, placeUkiExtensions, STUB_PATH } from './uki.js';
+export { writeUki, readUki, inspectUki, formatUkiInspect, isPeImage, placeUkiExtensions, STUB_PATH, stubPath } from './uki.js';
 export type { UkiInput, UkiInfo, UkiInspectResult } from './uki.js';
 export { readPeHeaders, peChecksum, normalizePeTimestamp } from './pe.js';
 export type { PeHeaders, PeSection } from './pe.js';

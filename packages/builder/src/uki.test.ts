@@ -2,7 +2,7 @@ import { mkdtemp as makeTemp, readFile, readdir, rm, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isPeImage, placeUkiExtensions } from './uki.js';
+import { STUB_PATH, isPeImage, placeUkiExtensions, stubPath } from './uki.js';
 
 const dirs: string[] = [];
 const mkdtemp = async (prefix: string) => {
@@ -39,5 +39,13 @@ describe('UKI extensions and detection', () => {
     await writeFile(join(dir, 'cpio'), '070701');
     expect(await isPeImage(join(dir, 'pe'))).toBe(true);
     expect(await isPeImage(join(dir, 'cpio'))).toBe(false);
+  });
+});
+
+describe('stubPath', () => {
+  it("is systemd-boot's stub of the image architecture (common's ARCHITECTURES)", () => {
+    expect(stubPath('x86-64')).toBe(STUB_PATH);
+    expect(stubPath('arm64')).toBe('usr/lib/systemd/boot/efi/linuxaa64.efi.stub');
+    expect(() => stubPath('s390x')).toThrow('Format=uki: no UEFI stub for architecture s390x');
   });
 });

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { UserError, copyFileAtomically, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
+import { UserError, architectureEntry, copyFileAtomically, formatBytes, isUserError, pathExists, requireCommands, run, withAtomicOutput } from '@mkinitrd-pkg/common';
 import { formatInspect, inspectImage, type InspectOptions, type InspectResult } from '@mkinitrd-pkg/packer';
 import { normalizePeTimestamp, readPeHeaders, sectionData, type PeSection } from './pe.js';
 
@@ -17,6 +17,13 @@ import { normalizePeTimestamp, readPeHeaders, sectionData, type PeSection } from
 
 /** Where systemd's packages put the x86-64 stub (systemd-boot-efi on Debian). */
 export const STUB_PATH = 'usr/lib/systemd/boot/efi/linuxx64.efi.stub';
+
+/** The stub of an architecture: linux<EFI suffix>.efi.stub (common's ARCHITECTURES table). */
+export function stubPath(architecture: string): string {
+  const efi = architectureEntry(architecture)?.efi;
+  if (!efi) throw new UserError('CONFIG', `Format=uki: no UEFI stub for architecture ${architecture}`, { hint: 'build a cpio initrd (Format=cpio) for this architecture' });
+  return `usr/lib/systemd/boot/efi/linux${efi}.efi.stub`;
+}
 
 export interface UkiInput {
   stub: string;

@@ -43,3 +43,7 @@ export { registerCleanup, unregisterCleanup, runCleanupsSync } from './cleanup.j
 export { defaultCacheDir, requireRoot, sourceDateEpochFromEnv } from './environment.js';
 export { ADMIN_DATA_DIR, VENDOR_DATA_DIR, builtinDataDir, builtinDataPath, dataSearchPath, findDataFile, findDataRoot } from './data.js';
 export type { DataKind } from './data.js';
+export { PACKAGE_MANAGERS, PACKAGE_MANAGER_NAMES, isPackageManagerName, packageManagerEntry, allPackageManagerPaths } from './package-managers.js';
+export type { PackageManagerEntry, PackageManagerName } from './package-managers.js';
+export { ARCHITECTURES, ARCHITECTURE_NAMES, isArchitectureName, architectureEntry, hostArchitecture } from './architectures.js';
+export type { ArchitectureEntry, ArchitectureName, PartitionTypes } from './architectures.js';

@@ -31,6 +31,9 @@ export const SYSTEM_PATH = SYSTEM_TOOL_DIRS.join(':');
 export const HOST_TOOLS: ReadonlySet<string> = new Set([
   'apt-get', 'apt-cache', 'dpkg', 'dpkg-deb', 'tar', 'flock', 'unshare', 'setpriv', 'mount', 'umount', 'chroot',
   'sh', 'cp', 'mkdir', 'env', 'dnf', 'rpm', 'rpm2cpio', 'cpio', 'createrepo_c',
+  // Creates the accounts of a foreign-architecture root from its own sysusers.d (files only:
+  // any architecture's root).
+  'systemd-sysusers',
   // The UKI tools arrived last: from the host's system directories until binutils and
   // sbsigntool are added to ToolsTreePackages= and checked (ukify, a Python script, cannot
   // run with a tools root's loader at all).
@@ -45,7 +48,7 @@ export const HOST_TOOLS: ReadonlySet<string> = new Set([
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   'apt-get': 'apt', 'apt-cache': 'apt', dpkg: 'dpkg', 'dpkg-deb': 'dpkg', tar: 'tar', flock: 'util-linux', unshare: 'util-linux',
   setpriv: 'util-linux', mount: 'mount', umount: 'mount', chroot: 'coreutils', sh: 'dash', cp: 'coreutils', mkdir: 'coreutils', env: 'coreutils',
-  dnf: 'dnf', rpm: 'rpm', rpm2cpio: 'rpm2cpio', cpio: 'cpio', createrepo_c: 'createrepo-c',
+  dnf: 'dnf', rpm: 'rpm', rpm2cpio: 'rpm2cpio', cpio: 'cpio', createrepo_c: 'createrepo-c', 'systemd-sysusers': 'systemd',
   depmod: 'kmod', modinfo: 'kmod', modprobe: 'kmod', mksquashfs: 'squashfs-tools', unsquashfs: 'squashfs-tools',
   'mkfs.erofs': 'erofs-utils', 'fsck.erofs': 'erofs-utils', veritysetup: 'cryptsetup-bin', sfdisk: 'fdisk', openssl: 'openssl',
   xz: 'xz-utils', lz4: 'lz4', gzip: 'gzip', zstd: 'zstd', sbsign: 'sbsigntool', sbverify: 'sbsigntool', objcopy: 'binutils',

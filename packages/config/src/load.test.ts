@@ -166,6 +166,9 @@ describe('hostile config input', () => {
       ['[Content]\nKernelPackage=--reinstall\n', /invalid package name/],
       ['[Distribution]\nRelease=bookworm main\n', /invalid name "bookworm main"/],
       ['[Distribution]\nMirror=/etc/passwd\n', /expected a URL/],
+      ['[Distribution]\nArchitecture=amd64\n', /:2: Distribution\.Architecture: unknown architecture "amd64"/],
+      ['[Distribution]\nRpmDatabase=var/lib/rpm\n', /RpmDatabase: expected an absolute path/],
+      ['[Content]\nBootstrapPackages=-oDPkg::X=1\n', /invalid package name/],
     ];
     for (const [i, [text, message]] of cases.entries()) {
       const path = await conf(`hostile-${i}.conf`, text);
@@ -190,5 +193,13 @@ describe('hostile config input', () => {
     }
     await expect(findPreset('mini', opts().presetDirs, { nameOnly: true })).resolves.toMatchObject({ name: 'mini' });
     await expect(loadConfig({ preset: outside, presetNameOnly: true, ...opts() })).rejects.toThrow(/invalid preset name/);
+  });
+
+  it('distribution facts are data: BootstrapPackages=, KernelModulePackages=, RpmDatabase=, Architecture=', async () => {
+    const defaults = await loadConfig({ preset: 'mini', ...opts() });
+    expect(defaults).toMatchObject({ bootstrapPackages: [], kernelModulePackages: [], rpmDatabase: '/usr/lib/sysimage/rpm', architecture: 'x86-64' });
+    const path = await conf('facts.conf', '[Distribution]\nArchitecture=arm64\nRpmDatabase=/var/lib/rpm\n[Content]\nBootstrapPackages=usr-is-merged\nKernelModulePackages=linux-image-* linux-modules-*\n');
+    const config = await loadConfig({ preset: 'mini', ...opts(), configFiles: [path] });
+    expect(config).toMatchObject({ bootstrapPackages: ['usr-is-merged'], kernelModulePackages: ['linux-image-*', 'linux-modules-*'], rpmDatabase: '/var/lib/rpm', architecture: 'arm64' });
   });
 });

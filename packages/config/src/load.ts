@@ -3,7 +3,7 @@ import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { ADMIN_DATA_DIR, UserError, VENDOR_DATA_DIR, builtinDataPath, dataSearchPath, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
-import { applyAssignments, emptyConfig, invalidValue, isPasswordHash, lookupKey, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
+import { SCHEMA, applyAssignments, emptyConfig, invalidValue, isPasswordHash, lookupKey, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
 
 /** The presets shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
 export const BUILTIN_PRESET_DIR = builtinDataPath('presets') ?? '';
@@ -311,54 +311,19 @@ const LEVEL_RANGES: Record<Compression, [number, number]> = {
 
 /** Render the resolved configuration back as INI (what `summary` prints). */
 export function renderConfig(config: ImageConfig): string {
-  const line = (k: string, v: string | number | boolean | undefined | string[]) => {
-    if (v === undefined || (Array.isArray(v) && v.length === 0)) return [];
-    if (typeof v === 'boolean') return [`${k}=${v ? 'yes' : 'no'}`];
-    if (Array.isArray(v)) return k === 'Repositories' ? v.map((x) => `${k}=${x}`) : [`${k}=${v.join(' ')}`];
-    return [`${k}=${v}`];
-  };
-  return [
-    `# preset: ${config.preset}`,
-    ...config.sources.map((s) => `# read: ${s}`),
-    '[Distribution]',
-    ...line('Distribution', config.distribution),
-    ...line('Release', config.release),
-    ...line('PackageManager', config.packageManager),
-    ...line('Architecture', config.architecture),
-    ...line('Mirror', config.mirror),
-    ...line('Components', config.components),
-    ...line('Repositories', config.repositories),
-    ...line('RepositoryKeyCheck', config.repositoryKeyCheck),
-    ...line('RepositoryKey', config.repositoryKeys),
-    '',
-    '[Content]',
-    ...line('Packages', config.packages),
-    ...line('RemoveFiles', config.removeFiles),
-    ...line('KeepFiles', config.keepFiles),
-    ...line('KernelPackage', config.kernelPackage),
-    ...line('UkiStubPackage', config.ukiStubPackage),
-    ...line('FirmwarePackages', config.firmwarePackages),
-    ...line('KernelVersion', config.kernelVersions),
-    ...line('KernelModulesRoot', config.kernelModulesRoot),
-    ...line('KernelModules', config.kernelModules),
-    ...line('KernelCommandLine', config.kernelCommandLine),
-    ...line('EmergencyShell', config.emergencyShell),
-    // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
-    ...line('EmergencyShellPassword', config.emergencyShellPassword ? '(hash set)' : undefined),
-    '',
-    '[Output]',
-    ...line('CompressOutput', config.compression),
-    ...line('CompressLevel', config.compressionLevel),
-    ...line('Output', config.output),
-    ...line('Format', config.format),
-    '',
-    '[Validation]',
-    ...line('SecureBootKey', config.secureBootKey),
-    ...line('SecureBootCertificate', config.secureBootCertificate),
-    '',
-    '[Build]',
-    ...line('ToolsTree', config.toolsTree),
-    ...line('ToolsTreePackages', config.toolsTreePackages),
-    '',
-  ].join('\n');
+  const lines = [`# preset: ${config.preset}`, ...config.sources.map((s) => `# read: ${s}`)];
+  // Every key of SCHEMA, in its order, each section followed by a blank line.
+  for (const [section, keys] of Object.entries(SCHEMA)) {
+    lines.push(`[${section}]`);
+    for (const [key, spec] of Object.entries(keys)) {
+      const raw = config[spec.field];
+      const value = spec.render ? spec.render(raw as never) : raw;
+      if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
+      if (typeof value === 'boolean') lines.push(`${key}=${value ? 'yes' : 'no'}`);
+      else if (Array.isArray(value)) lines.push(...(spec.wholeValue ? value.map((x) => `${key}=${x}`) : [`${key}=${value.join(' ')}`]));
+      else lines.push(`${key}=${String(value)}`);
+    }
+    lines.push('');
+  }
+  return lines.join('\n');
 }

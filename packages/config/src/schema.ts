@@ -1,7 +1,8 @@
-import { UserError } from '@mkinitrd-pkg/common';
+import { UserError, ARCHITECTURE_NAMES, PACKAGE_MANAGER_NAMES, isArchitectureName, isPackageManagerName, type PackageManagerName } from '@mkinitrd-pkg/common';
 import { shown, type Assignment } from './ini-lines.js';
 
-export type PackageManager = 'apt' | 'dnf';
+/** A PackageManager= value: one of common's PACKAGE_MANAGERS entries. */
+export type PackageManager = PackageManagerName;
 export type Compression = 'zstd' | 'xz' | 'gzip' | 'lz4' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'xz', 'gzip', 'lz4', 'none'];
 /** cpio: an initrd for a boot loader; uki: a Unified Kernel Image (systemd-stub + kernel + initrd). */
@@ -33,12 +34,25 @@ export interface ImageConfig {
   repositoryKeys: string[];
   /** mkosi-style architecture name (x86-64, arm64). */
   architecture: string;
+  /** Where rpm keeps its database in the roots dnf makes (rpm's %_dbpath). */
+  rpmDatabase: string;
   packages: string[];
+  /**
+   * apt: installed into an empty root together with the Essential set, before Packages=
+   * (Debian: usr-is-merged, so the merged-/usr symlinks are the package's, not usrmerge's).
+   */
+  bootstrapPackages: string[];
   removeFiles: string[];
   keepFiles: string[];
   kernelModules: string[];
   /** Take modules from this package (installed into a staging root), not the host. */
   kernelPackage: string | undefined;
+  /**
+   * Globs naming the packages of KernelPackage='s dependency closure that hold the kernel
+   * and its modules (Debian: linux-image-*; Fedora: kernel-core kernel-modules*). Empty:
+   * KernelPackage= itself.
+   */
+  kernelModulePackages: string[];
   /** The package that holds systemd-stub (linuxx64.efi.stub), unpacked for Format=uki. */
   ukiStubPackage: string | undefined;
   /**
@@ -74,13 +88,30 @@ export interface ImageConfig {
   sources: string[];
 }
 
-type ListKey = 'repositories' | 'components' | 'repositoryKeys' | 'packages' | 'removeFiles' | 'keepFiles' | 'kernelModules' | 'kernelVersions' | 'toolsTreePackages' | 'firmwarePackages';
+type ListKey = { [K in keyof ImageConfig]: ImageConfig[K] extends string[] ? K : never }[keyof ImageConfig];
 type ScalarKey = Exclude<keyof ImageConfig, ListKey | 'sources' | 'preset'>;
 
-interface KeySpec {
+/**
+ * How one key is read, what it defaults to and how `summary` shows it. The one list of
+ * keys is SCHEMA below: emptyConfig(), the list and optional-value rules of
+ * applyAssignments() and renderConfig() are derived from it, and the compiler checks
+ * that every ImageConfig field has a key.
+ */
+export interface KeySpec {
   field: keyof ImageConfig;
+  /** A list: accumulates across layers, `Key=` resets, `!item` removes (default value: []). */
   list?: boolean;
+  /** A list whose order and repetition carry meaning (include/exclude globs): never deduplicated. */
+  ordered?: boolean;
+  /** A list of whole lines (repository lines contain spaces), not of words. */
+  wholeValue?: boolean;
   parse?: (value: string, where: Assignment) => unknown;
+  /** The value when no layer sets the key (scalars; lists start empty, optional ones undefined). */
+  default?: string | number | boolean;
+  /** A scalar that may be unset: `Key=` (empty) unsets it. */
+  optional?: boolean;
+  /** How summary shows a value (default: as written; undefined: not shown). */
+  render?: (value: never) => string | undefined;
 }
 
 function fail(where: Assignment, message: string, hint?: string): never {
@@ -110,10 +141,14 @@ export function invalidValue(field: keyof ImageConfig, value: string): string | 
   if (CONTROL_RE.test(value)) return `control characters are not allowed: ${shown(value)}`;
   switch (field) {
     case 'packages':
+    case 'bootstrapPackages':
+    case 'kernelModulePackages':
     case 'kernelPackage':
       return PACKAGE_NAME_RE.test(value) ? undefined : `invalid package name ${shown(value)}`;
     case 'mirror':
       return URL_RE.test(value) ? undefined : `expected a URL like http://deb.debian.org/debian, got ${shown(value)}`;
+    case 'rpmDatabase':
+      return /^\/[^\s]*$/.test(value) && !value.split('/').includes('..') ? undefined : `expected an absolute path, got ${shown(value)}`;
     case 'distribution':
     case 'release':
     case 'components':
@@ -139,8 +174,8 @@ function parseCompression(value: string, where: Assignment): Compression {
 }
 
 function parsePackageManager(value: string, where: Assignment): PackageManager {
-  if (value === 'apt' || value === 'dnf') return value;
-  fail(where, `unknown package manager ${shown(value)}`, 'use apt or dnf');
+  if (isPackageManagerName(value)) return value;
+  fail(where, `unknown package manager ${shown(value)}`, `use one of: ${PACKAGE_MANAGER_NAMES.join(', ')}`);
 }
 
 function parseLevel(value: string, where: Assignment): number {
@@ -184,106 +219,84 @@ function parseCommandLine(value: string): string {
   return value.split(/\s+/).filter(Boolean).join(' ');
 }
 
+/** One of common's ARCHITECTURES rows (systemd's and mkosi's names). */
 function parseArchitecture(value: string, where: Assignment): string {
-  if (!/^[a-z0-9_-]+$/.test(value)) fail(where, `invalid architecture ${shown(value)}`);
+  if (!isArchitectureName(value)) fail(where, `unknown architecture ${shown(value)}`, `use one of: ${ARCHITECTURE_NAMES.join(', ')}`);
   return value;
 }
 
-/** Section → key → how to read it. Keys are named like mkosi's where the concept is the same. */
-export const SCHEMA: Record<string, Record<string, KeySpec>> = {
+/**
+ * Section → key → how to read it: the one list of config keys. Keys are named like mkosi's
+ * where the concept is the same; summary shows them in this order.
+ */
+const SCHEMA_TABLE = {
   Distribution: {
-    Distribution: { field: 'distribution' },
-    Release: { field: 'release' },
-    PackageManager: { field: 'packageManager', parse: parsePackageManager },
-    Mirror: { field: 'mirror' },
-    Repositories: { field: 'repositories', list: true },
+    Distribution: { field: 'distribution', default: '' },
+    Release: { field: 'release', default: '' },
+    PackageManager: { field: 'packageManager', parse: parsePackageManager, default: 'apt' },
+    Architecture: { field: 'architecture', parse: parseArchitecture, default: 'x86-64' },
+    Mirror: { field: 'mirror', default: '' },
     Components: { field: 'components', list: true },
-    RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean },
+    Repositories: { field: 'repositories', list: true, wholeValue: true },
+    RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean, default: true },
     RepositoryKey: { field: 'repositoryKeys', list: true },
-    Architecture: { field: 'architecture', parse: parseArchitecture },
+    // rpm's own default since 4.16 (Fedora >= 36, openSUSE, RHEL 10); RHEL <= 9: /var/lib/rpm.
+    RpmDatabase: { field: 'rpmDatabase', default: '/usr/lib/sysimage/rpm' },
   },
   Content: {
     Packages: { field: 'packages', list: true },
+    BootstrapPackages: { field: 'bootstrapPackages', list: true },
     RemoveFiles: { field: 'removeFiles', list: true },
     KeepFiles: { field: 'keepFiles', list: true },
-    KernelModules: { field: 'kernelModules', list: true },
-    KernelPackage: { field: 'kernelPackage' },
-    UkiStubPackage: { field: 'ukiStubPackage' },
+    KernelPackage: { field: 'kernelPackage', optional: true },
+    KernelModulePackages: { field: 'kernelModulePackages', list: true },
+    UkiStubPackage: { field: 'ukiStubPackage', optional: true },
     FirmwarePackages: { field: 'firmwarePackages', list: true },
     KernelVersion: { field: 'kernelVersions', list: true },
-    KernelModulesRoot: { field: 'kernelModulesRoot' },
-    KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine },
-    EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell },
-    EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash },
+    KernelModulesRoot: { field: 'kernelModulesRoot', default: '/' },
+    KernelModules: { field: 'kernelModules', list: true, ordered: true },
+    KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine, optional: true },
+    EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell, optional: true },
+    // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
+    EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash, optional: true, render: (v: string | undefined) => (v ? '(hash set)' : undefined) },
   },
   Output: {
-    CompressOutput: { field: 'compression', parse: parseCompression },
-    CompressLevel: { field: 'compressionLevel', parse: parseLevel },
-    Output: { field: 'output' },
-    Format: { field: 'format', parse: parseFormat },
+    CompressOutput: { field: 'compression', parse: parseCompression, default: 'zstd' },
+    CompressLevel: { field: 'compressionLevel', parse: parseLevel, optional: true },
+    Output: { field: 'output', optional: true },
+    Format: { field: 'format', parse: parseFormat, default: 'cpio' },
   },
   // mkosi's names and section for the Secure Boot signing key.
   Validation: {
-    SecureBootKey: { field: 'secureBootKey' },
-    SecureBootCertificate: { field: 'secureBootCertificate' },
+    SecureBootKey: { field: 'secureBootKey', optional: true },
+    SecureBootCertificate: { field: 'secureBootCertificate', optional: true },
   },
   Build: {
-    ToolsTree: { field: 'toolsTree', parse: parseToolsTree },
+    ToolsTree: { field: 'toolsTree', parse: parseToolsTree, default: 'default' },
     ToolsTreePackages: { field: 'toolsTreePackages', list: true },
   },
-};
+} as const satisfies Record<string, Record<string, KeySpec>>;
 
-/** Lists where order and repetition carry meaning (include/exclude globs): never deduplicated. */
-const ORDERED_LISTS = new Set<keyof ImageConfig>(['kernelModules']);
-const OPTIONAL_SCALARS = new Set<keyof ImageConfig>([
-  'kernelPackage',
-  'ukiStubPackage',
-  'compressionLevel',
-  'output',
-  'kernelCommandLine',
-  'secureBootKey',
-  'secureBootCertificate',
-  'emergencyShell',
-  'emergencyShellPassword',
-]);
+type Table = typeof SCHEMA_TABLE;
+type SchemaField = { [S in keyof Table]: { [K in keyof Table[S]]: Table[S][K] extends { field: infer F } ? F : never }[keyof Table[S]] }[keyof Table];
+/** A field no key sets would silently keep its default: a compile error names it. */
+type FieldWithoutKey = Exclude<keyof ImageConfig, SchemaField | 'preset' | 'sources'>;
+const everyFieldHasAKey: [FieldWithoutKey] extends [never] ? true : FieldWithoutKey = true;
+void everyFieldHasAKey;
 
-/** Lists split on whitespace, except repository lines (one per line/assignment, with spaces). */
-const WHOLE_VALUE_LISTS = new Set<keyof ImageConfig>(['repositories']);
+export const SCHEMA: Readonly<Record<string, Readonly<Record<string, KeySpec>>>> = SCHEMA_TABLE;
 
+/** Every key's spec, in SCHEMA order. */
+export function schemaKeys(): Array<{ section: string; key: string; spec: KeySpec }> {
+  return Object.entries(SCHEMA).flatMap(([section, keys]) => Object.entries(keys).map(([key, spec]) => ({ section, key, spec })));
+}
+
+/** The configuration before any file is read: every key's default (SCHEMA). */
 export function emptyConfig(preset: string): ImageConfig {
-  return {
-    preset,
-    distribution: '',
-    release: '',
-    packageManager: 'apt',
-    mirror: '',
-    repositories: [],
-    components: [],
-    repositoryKeyCheck: true,
-    repositoryKeys: [],
-    architecture: 'x86-64',
-    packages: [],
-    removeFiles: [],
-    keepFiles: [],
-    kernelModules: [],
-    kernelPackage: undefined,
-    ukiStubPackage: undefined,
-    firmwarePackages: [],
-    kernelVersions: [],
-    kernelModulesRoot: '/',
-    compression: 'zstd',
-    compressionLevel: undefined,
-    output: undefined,
-    toolsTree: 'default',
-    toolsTreePackages: [],
-    format: 'cpio',
-    kernelCommandLine: undefined,
-    secureBootKey: undefined,
-    secureBootCertificate: undefined,
-    emergencyShell: undefined,
-    emergencyShellPassword: undefined,
-    sources: [],
-  };
+  const config: Record<string, unknown> = { preset };
+  for (const { spec } of schemaKeys()) config[spec.field] = spec.list ? [] : spec.optional ? undefined : spec.default;
+  config.sources = [];
+  return config as unknown as ImageConfig;
 }
 
 /**
@@ -320,7 +333,7 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
         config[field] = [];
         continue;
       }
-      const items = WHOLE_VALUE_LISTS.has(spec.field)
+      const items = spec.wholeValue
         ? a.value.split('\n').map((l) => l.trim()).filter(Boolean)
         : a.value.split(/\s+/).filter(Boolean);
       for (const item of items) {
@@ -329,7 +342,7 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
         if (item.startsWith('!')) {
           // "!name" removes an item a lower layer added.
           config[field] = config[field].filter((x) => x !== item.slice(1));
-        } else if (ORDERED_LISTS.has(spec.field) || !config[field].includes(item)) {
+        } else if (spec.ordered || !config[field].includes(item)) {
           config[field].push(item);
         }
       }
@@ -338,7 +351,7 @@ export function applyAssignments(config: ImageConfig, assignments: readonly Assi
       const bad = a.value.includes('\n') ? `must be one line, got ${shown(a.value)}` : a.value === '' ? undefined : invalidValue(spec.field, a.value);
       if (bad) fail(a, bad);
       const value = spec.parse ? spec.parse(a.value, a) : a.value;
-      (config as unknown as Record<ScalarKey, unknown>)[spec.field as ScalarKey] = a.value === '' && OPTIONAL_SCALARS.has(spec.field) ? undefined : value;
+      (config as unknown as Record<ScalarKey, unknown>)[spec.field as ScalarKey] = a.value === '' && spec.optional ? undefined : value;
     }
   }
 }

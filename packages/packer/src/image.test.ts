@@ -404,7 +404,7 @@ describe('fuzz', () => {
     const seeds = [await readFile(plain), await readFile(gz), await readFile(zst)];
     const rnd = mulberry32(Number(process.env.FUZZ_SEED ?? 0x5eed));
     const outcomes = { ok: 0, corrupt: 0, unsafe: 0, other: 0 };
-    const started = Date.now();
+    const others: string[] = [];
     const iterations = Number(process.env.FUZZ_ITERATIONS ?? 400);
     for (let i = 0; i < iterations; i++) {
       const which = i % 10 < 7 ? 0 : i % 10 < 9 ? 1 : 2;
@@ -413,6 +413,7 @@ describe('fuzz', () => {
       const dest = join(box, 'dest');
       const guard = <T>(p: Promise<T>) =>
         Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`iteration ${i} hung`)), 10_000))]);
+      let parseError: UserError | undefined;
       for (const action of ['parse', 'extract'] as const) {
         try {
           if (action === 'parse') {
@@ -424,16 +425,19 @@ describe('fuzz', () => {
           } else {
             await guard(extractImage(image, dest, { logger }));
           }
-          if (action === 'extract') outcomes.ok++;
+          if (action === 'extract') {
+            // What the reader refuses, extract (the same reader plus the file system) must refuse too.
+            if (parseError) throw new Error(`iteration ${i}: extract accepted an archive the reader refused (${parseError.code}: ${parseError.message})`);
+            outcomes.ok++;
+          }
         } catch (error) {
           if (!(error instanceof UserError)) throw new Error(`iteration ${i} (${action}): ${(error as Error).stack}`);
-          if (action === 'extract') {
-            if (error.code === 'ARCHIVE_CORRUPT') outcomes.corrupt++;
-            else if (error.code === 'UNSAFE_PATH') outcomes.unsafe++;
-            else {
-              outcomes.other++;
-              if (process.env.FUZZ_VERBOSE) console.log(error.code, error.message);
-            }
+          if (action === 'parse') parseError = error;
+          else if (error.code === 'ARCHIVE_CORRUPT') outcomes.corrupt++;
+          else if (error.code === 'UNSAFE_PATH') outcomes.unsafe++;
+          else {
+            outcomes.other++;
+            others.push(`iteration ${i}: ${error.code}: ${error.message}`);
           }
         }
       }
@@ -441,9 +445,13 @@ describe('fuzz', () => {
       expect(readdirSync(box).sort()).toEqual(['canary', 'dest', 'img', 'seed', 'seed.cpio', 'seed.gz', 'seed.zst'].filter((n) => n !== 'dest' || existsSync(dest)));
       await rm(dest, { recursive: true, force: true });
     }
-    expect(outcomes.ok + outcomes.corrupt + outcomes.unsafe + outcomes.other).toBe(iterations);
-    expect(outcomes.corrupt).toBeGreaterThan(0);
     if (process.env.FUZZ_VERBOSE) console.log(outcomes);
-    expect(Date.now() - started).toBeLessThan(Number(process.env.FUZZ_ITERATIONS ?? 400) * 300);
+    // Damage is reported as damage: every refusal is ARCHIVE_CORRUPT or UNSAFE_PATH, never
+    // another code (a bug, or the environment blamed for the input).
+    expect(others).toEqual([]);
+    // The mutations exercise both sides: some archives survive them (a damaged file body),
+    // most are refused (default seed, 400 iterations: 35 extracted, 364 corrupt, 1 unsafe).
+    expect(outcomes.ok).toBeGreaterThan(0);
+    expect(outcomes.corrupt).toBeGreaterThan(0);
   });
 });

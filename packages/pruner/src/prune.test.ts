@@ -3,7 +3,7 @@ import { link, lstat, mkdir, mkdtemp, readFile, readlink, realpath, rm, symlink,
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { UserError, silentLogger } from '@mkinitrd-pkg/common';
+import { PACKAGE_MANAGERS, PACKAGE_MANAGER_NAMES, UserError, silentLogger } from '@mkinitrd-pkg/common';
 import { DEFAULT_PRUNE_RULES, prune, type PruneRule } from './index.js';
 
 const logger = silentLogger();
@@ -263,5 +263,20 @@ describe('DEFAULT_PRUNE_RULES', () => {
     expect(here('var/cache')).toBe(true);
     expect(report.totalFiles).toBe(unneeded.length);
     expect(new Set(DEFAULT_PRUNE_RULES.map((r) => r.name)).size).toBe(DEFAULT_PRUNE_RULES.length);
+  });
+});
+
+describe('package-manager rule', () => {
+  it("is every package manager's database (common's PACKAGE_MANAGERS), each path with what is below it", async () => {
+    const rule = DEFAULT_PRUNE_RULES.find((r) => r.name === 'package-manager')!;
+    for (const name of PACKAGE_MANAGER_NAMES) for (const path of PACKAGE_MANAGERS[name].databasePaths) expect(rule.patterns).toContain(path);
+    await file('var/lib/dpkg/info/udev.list', 1);
+    await file('var/lib/rpm-state/x', 1);
+    await file('var/lib/dpkg-keep/x', 1);
+    const report = await prune({ root, rules: [rule], logger });
+    expect(here('var/lib/dpkg')).toBe(false);
+    expect(here('var/lib/rpm-state')).toBe(false);
+    expect(here('var/lib/dpkg-keep/x')).toBe(true);
+    expect(report.totalFiles).toBe(2);
   });
 });

@@ -1,3 +1,5 @@
+import { allPackageManagerPaths } from '@mkinitrd-pkg/common';
+
 /**
  * A named group of globs (relative to the image root) whose matches are removed.
  * `except` globs carve exceptions out of this rule only (e.g. keep C.UTF-8 while
@@ -61,24 +63,8 @@ export const DEFAULT_PRUNE_RULES: PruneRule[] = [
   {
     name: 'package-manager',
     description: 'package manager databases, caches and logs',
-    patterns: [
-      'var/lib/dpkg/**',
-      'var/lib/apt/**',
-      'var/cache/apt/**',
-      'var/log/apt/**',
-      'var/log/dpkg.log',
-      'var/cache/debconf/**',
-      'var/lib/rpm/**',
-      'usr/lib/sysimage/rpm/**',
-      'usr/lib/sysimage/dnf/**',
-      'usr/lib/sysimage/libdnf5/**',
-      'var/lib/dnf/**',
-      'var/cache/dnf/**',
-      'var/cache/libdnf5/**',
-      'var/log/dnf*',
-      'var/lib/yum/**',
-      'var/cache/yum/**',
-    ],
+    // Derived from common's PACKAGE_MANAGERS: a database path matches itself and everything below.
+    patterns: allPackageManagerPaths('databasePaths'),
   },
   // The directories themselves stay: tmpfiles.d and services expect /var/cache, /var/log.
   { name: 'caches', description: 'caches', patterns: ['var/cache/*'] },

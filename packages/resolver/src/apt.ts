@@ -1,19 +1,29 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { UserError, run, lastLines, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, run, lastLines, architectureEntry, hostArchitecture, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
-/** mkosi architecture names → Debian's. */
-const DEBIAN_ARCH: Record<string, string> = { 'x86-64': 'amd64', arm64: 'arm64', x86: 'i386', 'ppc64-le': 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
+/** Architecture= (mkosi's names) → dpkg's, from common's ARCHITECTURES table. */
+export function debianArchitecture(config: Pick<ImageConfig, 'architecture'>): string {
+  const entry = architectureEntry(config.architecture);
+  if (!entry) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for apt`, { hint: `known: ${ARCHITECTURE_NAMES.join(', ')}` });
+  return entry.debian;
+}
 
-export function debianArchitecture(config: ImageConfig): string {
-  const arch = DEBIAN_ARCH[config.architecture];
-  if (!arch) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for apt`, { hint: `known: ${Object.keys(DEBIAN_ARCH).join(', ')}` });
-  return arch;
+/**
+ * Whether dpkg can run this root's maintainer scripts: they run chrooted, so their
+ * programs must be of the build host's architecture. A foreign root (an arm64 image built
+ * on x86-64) is unpacked without them (installUnpacked), as debootstrap --foreign's first
+ * stage does: running them needs an emulator (qemu-user-static via binfmt_misc) and dpkg
+ * set up for the foreign architecture, which this machine kind does not have.
+ */
+export function isForeignArchitecture(config: Pick<ImageConfig, 'architecture'>): boolean {
+  const host = hostArchitecture();
+  return host !== undefined && debianArchitecture(config) !== host.debian;
 }
 
 /** Where apt's lists and .debs live for one repository set: shared by every build of it. */
@@ -22,7 +32,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.components, config.repositories, config.repositoryKeys, config.repositoryKeyCheck]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, 'apt', `${config.distribution}-${config.release}-${key}`);
+  return join(cacheDir, PACKAGE_MANAGERS.apt.cacheDir, `${config.distribution}-${config.release}-${key}`);
 }
 
 interface AptPaths {
@@ -207,13 +217,18 @@ async function withPolicyRcD<T>(root: string, body: () => Promise<T>): Promise<T
   }
 }
 
-export function parseDpkgStatus(text: string): InstalledPackage[] {
+/**
+ * Installed packages of a dpkg status file. `unpacked`: count "install ok unpacked" too —
+ * a foreign-architecture root made without maintainer scripts (installUnpacked) is all
+ * unpacked.
+ */
+export function parseDpkgStatus(text: string, options: { unpacked?: boolean } = {}): InstalledPackage[] {
   const packages: InstalledPackage[] = [];
   for (const stanza of text.split(/\n\n+/)) {
     const field = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(stanza)?.[1]?.trim();
     const name = field('Package');
     const status = field('Status');
-    if (!name || !status || !status.endsWith(' installed')) continue;
+    if (!name || !status || !(status.endsWith(' installed') || (options.unpacked && status === 'install ok unpacked'))) continue;
     packages.push({ name, version: field('Version') ?? '', architecture: field('Architecture') ?? '' });
   }
   return packages.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -258,7 +273,7 @@ async function newestChangelogEpoch(root: string): Promise<number | undefined> {
 
 export class AptResolver implements Resolver {
   readonly packageManager = 'apt';
-  readonly databasePaths = ['var/lib/dpkg', 'var/lib/apt', 'var/cache/apt', 'var/cache/debconf', 'var/log/apt', 'var/log/dpkg.log', 'var/log/alternatives.log'];
+  readonly databasePaths = PACKAGE_MANAGERS.apt.databasePaths;
 
   async refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string> {
     const paths = await prepareApt(request.cacheDir, request.config, undefined);
@@ -276,20 +291,24 @@ export class AptResolver implements Resolver {
       await aptGet(paths, ['update', '--error-on=any']);
       const repositoryDigest = await listsDigest(paths.cache);
 
-      const installed = new Set((await this.listInstalled(root)).map((p) => p.name));
+      const installed = new Set((await this.listInstalled(root, config)).map((p) => p.name));
       const firstInstall = installed.size === 0;
-      // apt does not add Essential packages into an empty status by itself (design.md §4).
-      const wanted = firstInstall ? ['?essential', 'usr-is-merged', ...request.packages] : [...request.packages];
+      // apt does not add Essential packages into an empty status by itself (design.md §4);
+      // BootstrapPackages= (Debian: usr-is-merged) come with them.
+      const bootstrap = ['?essential', ...config.bootstrapPackages];
+      const wanted = firstInstall ? [...bootstrap, ...request.packages] : [...request.packages];
 
       const simulation = await aptGet(paths, ['-s', 'install', ...wanted]);
       const plan = parseSimulation(simulation.stdout);
       logger.info({ packages: plan.length }, 'downloading packages');
       await aptGet(paths, ['-y', '--download-only', 'install', ...wanted]);
 
+      if (isForeignArchitecture(config)) return await this.installUnpacked(request, paths, plan, repositoryDigest);
+
       if (firstInstall) {
         // Unpack the Essential closure by hand first so maintainer scripts find /bin/sh,
         // /usr/bin/dpkg's helpers and friends when dpkg runs them chrooted.
-        const essential = parseSimulation((await aptGet(paths, ['-s', 'install', '?essential', 'usr-is-merged'])).stdout);
+        const essential = parseSimulation((await aptGet(paths, ['-s', 'install', ...bootstrap])).stdout);
         logger.info({ packages: essential.length }, 'unpacking the essential set');
         for (const p of essential) {
           const deb = join(paths.cache, 'archives', debFileName(p));
@@ -319,6 +338,37 @@ export class AptResolver implements Resolver {
     }
   }
 
+  /**
+   * A foreign-architecture root: every planned package unpacked in dependency order
+   * (apt's plan), no maintainer script run, and each recorded in the root's dpkg status as
+   * "install ok unpacked" with its control fields, so a later layer (sysext) sees what is
+   * there. What the scripts would have done is left undone and reported as a warning.
+   */
+  private async installUnpacked(request: InstallRequest, paths: AptPaths, plan: ReturnType<typeof parseSimulation>, repositoryDigest: string): Promise<InstallResult> {
+    const { root, config, logger } = request;
+    logger.warn({ architecture: config.architecture, host: hostArchitecture()?.name }, 'foreign architecture: packages are unpacked, their maintainer scripts are not run');
+    const stanzas: string[] = [];
+    for (const p of plan) {
+      const deb = join(paths.cache, 'archives', debFileName(p));
+      await run('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2"', 'sh', deb, root]);
+      const control = (await run('dpkg-deb', ['-f', deb])).stdout.trimEnd();
+      stanzas.push(control.replace(/^(Package: .*)$/m, '$1\nStatus: install ok unpacked'));
+    }
+    // The accounts the scripts would have made (base-passwd, systemd's sysusers.d): the
+    // host's systemd-sysusers reads the root's sysusers.d and only writes files, so it works
+    // for any architecture. SOURCE_DATE_EPOCH (default: the newest package's) fixes the
+    // shadow "last change" day, so the root is reproducible.
+    const newest = await newestChangelogEpoch(root);
+    const epoch = request.sourceDateEpoch ?? newest;
+    await run('systemd-sysusers', [`--root=${root}`], { env: epoch !== undefined ? { SOURCE_DATE_EPOCH: String(epoch) } : {} });
+    const statusPath = join(root, 'var/lib/dpkg/status');
+    const previous = (await readFile(statusPath, 'utf8').catch(() => '')).trim();
+    await writeFile(statusPath, [previous, ...stanzas].filter(Boolean).join('\n\n') + '\n');
+    const packages = await this.listInstalled(root, config);
+    const warnings = [`${config.architecture} is foreign to this ${hostArchitecture()?.name ?? process.arch} host: ${plan.length} packages unpacked without running their maintainer scripts (accounts made with systemd-sysusers; alternatives and other script work left undone)`];
+    return { packages, newestPackageEpoch: newest, repositoryDigest, warnings };
+  }
+
   async unpack(request: UnpackRequest): Promise<UnpackResult> {
     const { config, logger } = request;
     // Resolve against an empty package database of our own: the closure is the package's.
@@ -344,9 +394,9 @@ export class AptResolver implements Resolver {
     return { packageFiles, packages: plan.map((p) => ({ name: p.name, version: p.version, architecture: p.arch })), target };
   }
 
-  async listInstalled(root: string): Promise<InstalledPackage[]> {
+  async listInstalled(root: string, config?: Pick<ImageConfig, 'architecture'>): Promise<InstalledPackage[]> {
     try {
-      return parseDpkgStatus(await readFile(join(root, 'var/lib/dpkg/status'), 'utf8'));
+      return parseDpkgStatus(await readFile(join(root, 'var/lib/dpkg/status'), 'utf8'), { unpacked: config !== undefined && isForeignArchitecture(config) });
     } catch {
       return [];
     }

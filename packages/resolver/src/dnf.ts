@@ -2,13 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, requireCommands, run, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, requireCommands, run, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 
-/** Where the rpmdb lives in every root we make (Fedora ≥ 36's location). */
+/** RpmDatabase='s default: rpm's own since 4.16 (Fedora >= 36); a preset may name another. */
 export const RPMDB_PATH = '/usr/lib/sysimage/rpm';
 
 /**
@@ -21,13 +21,11 @@ export const RPMDB_PATH = '/usr/lib/sysimage/rpm';
  */
 const ROOT_CACHEDIR = '/var/cache/dnf';
 
-/** mkosi architecture names → rpm's. */
-const RPM_ARCH: Record<string, string> = { 'x86-64': 'x86_64', arm64: 'aarch64', x86: 'i686', 'ppc64-le': 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-
-export function rpmArchitecture(config: ImageConfig): string {
-  const arch = RPM_ARCH[config.architecture];
-  if (!arch) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for dnf`, { hint: `known: ${Object.keys(RPM_ARCH).join(', ')}` });
-  return arch;
+/** Architecture= (mkosi's names) → rpm's, from common's ARCHITECTURES table. */
+export function rpmArchitecture(config: Pick<ImageConfig, 'architecture'>): string {
+  const entry = architectureEntry(config.architecture);
+  if (!entry) throw new UserError('CONFIG', `architecture ${config.architecture} is not known for dnf`, { hint: `known: ${ARCHITECTURE_NAMES.join(', ')}` });
+  return entry.rpm;
 }
 
 export interface DnfRepository {
@@ -112,7 +110,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.repositories]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, 'dnf', `${config.distribution}-${config.release}-${key}`);
+  return join(cacheDir, PACKAGE_MANAGERS.dnf.cacheDir, `${config.distribution}-${config.release}-${key}`);
 }
 
 interface DnfPaths {
@@ -128,7 +126,7 @@ interface DnfPaths {
  * %_dbpath puts it where Fedora's own rpm looks (design.md §4). Transaction plugins that
  * would talk to the build host (inhibitor locks, D-Bus, audit, syslog) are switched off.
  */
-const RPM_MACROS = `%_dbpath ${RPMDB_PATH}
+const rpmMacros = (dbpath: string) => `%_dbpath ${dbpath}
 %__transaction_systemd_inhibit %{nil}
 %__transaction_dbus_announce %{nil}
 %__transaction_audit %{nil}
@@ -146,11 +144,12 @@ async function prepareDnf(cacheDir: string, config: ImageConfig): Promise<DnfPat
   await requireCommands(['dnf', 'rpm'], 'install dnf and rpm (Debian: apt-get install dnf rpm)');
   const base = repoCacheDir(cacheDir, config);
   const cache = join(base, 'cache');
-  const home = join(base, 'home');
+  // One HOME (.rpmmacros) per database path: builds of another RpmDatabase= may share the cache.
+  const home = join(base, config.rpmDatabase === RPMDB_PATH ? 'home' : `home-${createHash('sha256').update(config.rpmDatabase).digest('hex').slice(0, 12)}`);
   const etc = join(base, 'etc');
   const vars = join(etc, 'vars');
   await Promise.all([mkdir(cache, { recursive: true }), mkdir(home, { recursive: true }), mkdir(vars, { recursive: true })]);
-  await writeFileAtomic(join(home, '.rpmmacros'), RPM_MACROS);
+  await writeFileAtomic(join(home, '.rpmmacros'), rpmMacros(config.rpmDatabase));
   const repos = dnfRepositories(config);
   const conf = renderDnfConf(config, repos, await gpgKeyUrls(config), vars);
   // Named by content: builds with different key settings may share the cache at once.
@@ -348,13 +347,13 @@ export function parseRpmQuery(stdout: string): RpmRecord[] {
   return records.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
-async function queryRpmdb(root: string): Promise<RpmRecord[]> {
+async function queryRpmdb(root: string, dbpath: string): Promise<RpmRecord[]> {
   try {
-    await access(join(root, RPMDB_PATH));
+    await access(join(root, dbpath));
   } catch {
     return [];
   }
-  const result = await run('rpm', ['--root', root, '--dbpath', RPMDB_PATH, '-qa', '--qf', RPM_QUERY_FORMAT], { env: { LC_ALL: 'C.UTF-8' } });
+  const result = await run('rpm', ['--root', root, '--dbpath', dbpath, '-qa', '--qf', RPM_QUERY_FORMAT], { env: { LC_ALL: 'C.UTF-8' } });
   return parseRpmQuery(result.stdout);
 }
 
@@ -424,22 +423,7 @@ async function locateRpms(dir: string, planned: readonly PlannedRpm[]): Promise<
 
 export class DnfResolver implements Resolver {
   readonly packageManager = 'dnf';
-  readonly databasePaths = [
-    'usr/lib/sysimage/rpm',
-    'usr/lib/sysimage/libdnf5',
-    'usr/lib/sysimage/dnf',
-    'var/lib/rpm',
-    'var/lib/rpm-state',
-    'var/lib/dnf',
-    'var/cache/dnf',
-    'var/cache/libdnf5',
-    'var/log/dnf.log',
-    'var/log/dnf.librepo.log',
-    'var/log/dnf.rpm.log',
-    'var/log/dnf5.log',
-    'var/log/hawkey.log',
-    'etc/dnf/modules.d',
-  ];
+  readonly databasePaths = PACKAGE_MANAGERS.dnf.databasePaths;
 
   async refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string> {
     const paths = await prepareDnf(request.cacheDir, request.config);
@@ -476,7 +460,7 @@ export class DnfResolver implements Resolver {
     const warnings = parseScriptletFailures(`${result.stdout}\n${result.stderr}`).map((f) => f.message);
     for (const warning of warnings) logger.warn(warning);
 
-    const records = await queryRpmdb(root);
+    const records = await queryRpmdb(root, config.rpmDatabase);
     const newest = records.reduce<number | undefined>((max, r) => (r.buildTime > 0 && r.buildTime > (max ?? 0) ? r.buildTime : max), undefined);
     return {
       packages: records.map(({ name, version, architecture }) => ({ name, version, architecture })),
@@ -528,7 +512,7 @@ export class DnfResolver implements Resolver {
     return { packageFiles, packages: wanted.map((p) => ({ name: p.name, version: p.version, architecture: p.architecture })), target };
   }
 
-  async listInstalled(root: string): Promise<InstalledPackage[]> {
-    return (await queryRpmdb(root)).map(({ name, version, architecture }) => ({ name, version, architecture }));
+  async listInstalled(root: string, config?: Pick<ImageConfig, 'rpmDatabase'>): Promise<InstalledPackage[]> {
+    return (await queryRpmdb(root, config?.rpmDatabase ?? RPMDB_PATH)).map(({ name, version, architecture }) => ({ name, version, architecture }));
   }
 }

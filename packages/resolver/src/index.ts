@@ -1,4 +1,4 @@
-export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture } from './apt.js';
+export { AptResolver, parseDpkgStatus, explainAptFailure, debianArchitecture, isForeignArchitecture } from './apt.js';
 export {
   DnfResolver,
   explainDnfFailure,
@@ -13,6 +13,6 @@ export {
 export type { DnfRepository, ScriptletFailure, RpmRecord, PlannedRpm } from './dnf.js';
 export { runInMountNamespace, systemMounts } from './namespace.js';
 export type { NamespaceMount } from './namespace.js';
-export { createResolver } from './registry.js';
+export { createResolver, RESOLVER_FACTORIES } from './registry.js';
 export type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
 export { toolsTreeConfig, unpackToolsRoot, checkToolsRoot } from './tools.js';

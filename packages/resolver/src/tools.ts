@@ -1,6 +1,6 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, HOST_TOOLS, SYSTEM_TOOL_DIRS, TOOL_PACKAGES, checkToolLibraries, elfInterpreter, realpathInRoot, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, hostArchitecture, HOST_TOOLS, SYSTEM_TOOL_DIRS, TOOL_PACKAGES, checkToolLibraries, elfInterpreter, realpathInRoot, type Logger } from '@mkinitrd-pkg/common';
 import { loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver } from './registry.js';
 import type { InstalledPackage } from './types.js';
@@ -23,9 +23,12 @@ import type { InstalledPackage } from './types.js';
  */
 export async function toolsTreeConfig(config: ImageConfig, options: { presetDirs?: string[]; dropInDirs?: string[] } = {}): Promise<ImageConfig | undefined> {
   if (config.toolsTree === 'host') return undefined;
+  // The tools run on this machine: an arm64 image built on x86-64 gets x86-64 tools from
+  // the same repositories (Debian's archive carries every architecture).
+  const host = hostArchitecture();
   const tools =
     config.toolsTree === 'default'
-      ? config
+      ? { ...config, architecture: host?.name ?? config.architecture }
       : await loadConfig({
           preset: config.toolsTree,
           ...(options.presetDirs && { presetDirs: options.presetDirs }),

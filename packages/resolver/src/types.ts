@@ -37,8 +37,8 @@ export interface Resolver {
   /** Refresh repository metadata (cached) and return its digest without installing. */
   refresh(request: Omit<InstallRequest, 'root' | 'packages'>): Promise<string>;
   install(request: InstallRequest): Promise<InstallResult>;
-  /** Packages recorded in an installroot's package database. */
-  listInstalled(root: string): Promise<InstalledPackage[]>;
+  /** Packages recorded in an installroot's package database (where `config` says it is; default: the package manager's). */
+  listInstalled(root: string, config?: ImageConfig): Promise<InstalledPackage[]>;
   /**
    * Download `packages` with their dependency closure and unpack those whose name
    * passes `include` into `target`, without running any script or touching a package

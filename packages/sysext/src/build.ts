@@ -315,7 +315,7 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
       await rm(`${stem}.roothash.p7s`, { force: true });
     }
     progress.update('writing the disk image');
-    const layout = await withTools(() => writeDdi(output.path, labelId, parts));
+    const layout = await withTools(() => writeDdi(output.path, labelId, parts, base.config.architecture));
     const sha256 = await sha256File(output.path);
     progress.done();
     logger.info({ path: output.path, bytes: layout.diskBytes, roothash }, 'sysext image written');

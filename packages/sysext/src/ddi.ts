@@ -1,14 +1,26 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { UserError, createAtomicOutput, requireCommands, run } from '@mkinitrd-pkg/common';
+import { UserError, architectureEntry, createAtomicOutput, requireCommands, run, ARCHITECTURE_NAMES, type PartitionTypes } from '@mkinitrd-pkg/common';
 import { BLOCK, roundUp } from './image.js';
 
-/** Discoverable Partitions Specification, x86-64 (design.md §5). */
-export const PARTITION_TYPES = {
-  'root': '4f68bce3-e8cd-4db1-96e7-fbcaf984b709',
-  'root-verity': '2c7357ed-ebd2-46d9-aec1-23d437ec2bf5',
-  'root-verity-sig': '41092b05-9fc8-4523-994f-2def0408b176',
-} as const;
-export type PartitionRole = keyof typeof PARTITION_TYPES;
+/**
+ * The partitions an extension image has: data, verity hash tree, signature. The root
+ * types, not the usr ones, as mkosi does (systemd-dissect 252 reports "✗ extension" for
+ * usr types, design.md §4).
+ */
+export type PartitionRole = Extract<keyof PartitionTypes, 'root' | 'root-verity' | 'root-verity-sig'>;
+
+/**
+ * The Discoverable Partitions Specification's type GUIDs of an architecture (common's
+ * ARCHITECTURES table, design.md §5): systemd only takes an extension whose partition
+ * types match its ARCHITECTURE=.
+ */
+export function partitionTypes(architecture: string): PartitionTypes {
+  const entry = architectureEntry(architecture);
+  if (!entry) {
+    throw new UserError('CONFIG', `no partition types known for architecture ${architecture}`, { hint: `known: ${ARCHITECTURE_NAMES.join(', ')}` });
+  }
+  return entry.partitionTypes;
+}
 
 export interface PartitionInput {
   role: PartitionRole;
@@ -38,12 +50,13 @@ const BACKUP_GPT = 33 * SECTOR;
 /** GPT attribute 60: read-only (systemd mounts such partitions read-only). */
 const READ_ONLY_ATTR = 'GUID:60';
 
-/** Where each partition goes and how big the disk is. */
-export function layoutPartitions(parts: readonly PartitionInput[]): { partitions: PartitionLayout[]; diskBytes: number } {
+/** Where each partition goes, of which type (for `architecture`), and how big the disk is. */
+export function layoutPartitions(parts: readonly PartitionInput[], architecture = 'x86-64'): { partitions: PartitionLayout[]; diskBytes: number } {
+  const types = partitionTypes(architecture);
   let offset = FIRST_OFFSET;
   const partitions = parts.map((p, i) => {
     const size = roundUp(Math.max(p.bytes, 1), BLOCK);
-    const layout: PartitionLayout = { number: i + 1, role: p.role, type: PARTITION_TYPES[p.role], name: p.name, uuid: p.uuid, offset, size };
+    const layout: PartitionLayout = { number: i + 1, role: p.role, type: types[p.role], name: p.name, uuid: p.uuid, offset, size };
     offset = roundUp(offset + size, BLOCK);
     return layout;
   });
@@ -90,9 +103,9 @@ export function partitionName(base: string, suffix = ''): string {
  * device), then copy each partition's content to its offset. Sysext images are meant
  * to be world-readable (systemd-sysext, /run/extensions): mode 0644.
  */
-export async function writeDdi(path: string, labelId: string, parts: readonly PartitionInput[]): Promise<{ partitions: PartitionLayout[]; diskBytes: number }> {
+export async function writeDdi(path: string, labelId: string, parts: readonly PartitionInput[], architecture = 'x86-64'): Promise<{ partitions: PartitionLayout[]; diskBytes: number }> {
   await requireCommands(['sfdisk'], 'install fdisk');
-  const layout = layoutPartitions(parts);
+  const layout = layoutPartitions(parts, architecture);
   const output = await createAtomicOutput(path, 0o644);
   try {
     await output.handle.truncate(layout.diskBytes);

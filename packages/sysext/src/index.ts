@@ -6,7 +6,7 @@ export { parseOsRelease, readBaseRelease, readFileInRoot, extensionReleaseFields
 export type { BaseRelease, ExtensionReleaseOptions } from './os-release.js';
 export { FORMATS, formatVerity, loadSigningIdentity, makeFilesystem, signRootHash, signaturePartition } from './image.js';
 export type { SysextFormat, SigningIdentity, VerityResult } from './image.js';
-export { PARTITION_TYPES, layoutPartitions, sfdiskScript, writeDdi } from './ddi.js';
+export { partitionTypes, layoutPartitions, sfdiskScript, writeDdi } from './ddi.js';
 export type { PartitionInput, PartitionLayout, PartitionRole } from './ddi.js';
 export { STATE_PATHS, diffLayer, findDeletions, enforceSysextScope, summarizeTree, isWhiteout } from './tree.js';
 export { derivedUuid, formatUuid, rootHashUuids } from './uuid.js';

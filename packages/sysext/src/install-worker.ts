@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   try {
     const logger = createLogger({ level: request.logLevel as never, pretty: request.prettyLogs });
     const resolver = createResolver(request.config.packageManager);
-    const before = await resolver.listInstalled(request.root);
+    const before = await resolver.listInstalled(request.root, request.config);
     const install = await resolver.install({
       root: request.root,
       config: request.config,

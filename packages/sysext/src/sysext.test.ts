@@ -89,6 +89,24 @@ describe('DDI layout', () => {
     expect(script).toContain('start=2048, size=16, type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709, uuid=u1, name="x", attrs="GUID:60"');
     expect(partitionName('a'.repeat(40), '-verity-sig')).toHaveLength(36);
   });
+  it("uses the image architecture's partition types (Discoverable Partitions Specification)", () => {
+    const parts = [
+      { role: 'root', name: 'x', uuid: 'u1', content: 'f', bytes: 5000 },
+      { role: 'root-verity', name: 'x-verity', uuid: 'u2', content: 'f', bytes: 4096 },
+      { role: 'root-verity-sig', name: 'x-verity-sig', uuid: 'u3', content: 'f', bytes: 4096 },
+    ] as const;
+    expect(layoutPartitions(parts, 'arm64').partitions.map((p) => p.type)).toEqual([
+      'b921b045-1df0-41c3-af44-4c6f280d3fae',
+      'df3300ce-d69f-4c92-978c-9bfb0f38d820',
+      '6db69de6-29f4-4758-a7a5-962190f00ce3',
+    ]);
+    expect(layoutPartitions(parts).partitions.map((p) => p.type)).toEqual([
+      '4f68bce3-e8cd-4db1-96e7-fbcaf984b709',
+      '2c7357ed-ebd2-46d9-aec1-23d437ec2bf5',
+      '41092b05-9fc8-4523-994f-2def0408b176',
+    ]);
+    expect(() => layoutPartitions(parts, 'pdp11')).toThrow('no partition types known for architecture pdp11');
+  });
   it('derives partition UUIDs from the root hash halves (DPS)', () => {
     const rh = '00112233445566778899aabbccddeeff' + 'ffeeddccbbaa99887766554433221100';
     expect(rootHashUuids(rh)).toEqual({ data: '00112233-4455-6677-8899-aabbccddeeff', verity: 'ffeeddcc-bbaa-9988-7766-554433221100' });

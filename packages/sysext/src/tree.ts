@@ -2,22 +2,17 @@ import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream, type Stats } from 'node:fs';
 import { chmod, copyFile, link, lstat, mkdir, open, readdir, readlink, rm, rmdir, symlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { isErrnoException } from '@mkinitrd-pkg/common';
+import { allPackageManagerPaths, isErrnoException } from '@mkinitrd-pkg/common';
 
 /**
  * Package-manager, cache, log and runtime state: never extension content, dropped
  * silently (relative to the root; a prefix matches the path and everything below).
+ * Each package manager's database and helper state comes from common's PACKAGE_MANAGERS;
  * usr/sbin/policy-rc.d is the resolver's own guard against starting services.
  */
 export const STATE_PATHS: readonly string[] = [
-  'var/lib/dpkg',
-  'var/lib/apt',
-  'var/lib/ucf',
-  'var/lib/rpm',
-  'var/lib/dnf',
-  'var/lib/systemd/deb-systemd-helper-enabled',
-  'var/lib/systemd/deb-systemd-helper-masked',
-  'var/lib/systemd/deb-systemd-user-helper-enabled',
+  ...allPackageManagerPaths('databasePaths'),
+  ...allPackageManagerPaths('helperStatePaths'),
   'var/cache',
   'var/log',
   'var/tmp',
