@@ -341,6 +341,7 @@ export function renderConfig(config: ImageConfig): string {
     ...line('KernelVersion', config.kernelVersions),
     ...line('KernelModulesRoot', config.kernelModulesRoot),
     ...line('KernelModules', config.kernelModules),
+    ...line('KernelModulesCompression', config.kernelModulesCompression),
     ...line('KernelCommandLine', config.kernelCommandLine),
     ...line('EmergencyShell', config.emergencyShell),
     // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
