@@ -1,7 +1,9 @@
 // Benchmark: the generic Debian initrd of each release (debian = 13 trixie, debian-12 =
 // bookworm) against dracut --no-hostonly --zstd on the same kernel (the release's own
-// kernel package), same machine, same run. Prints warm build time, image size and QEMU
-// time-to-root, each as a ratio ours/dracut.
+// kernel package), same machine, same run. Prints warm build time, image size, module
+// count, QEMU time-to-root and unpacked size (RAM while the initrd runs), each as a ratio
+// ours/dracut, for the default image and for the size-first variant
+// (presets/include/small-image.conf).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +13,14 @@ import { bootQemu, hostKernel, makeTestRoot, ROOT_MARKER } from '../lib/qemu.mjs
 import { dracutNoHostonly, stagedKernelModules } from '../lib/dracut.mjs';
 
 const CLI = fileURLToPath(new URL('../../packages/cli/bin/run.js', import.meta.url));
+// The size-first variant (decompressed modules, one xz stream): measured beside the default.
+const SMALL = fileURLToPath(new URL('../../presets/include/small-image.conf', import.meta.url));
+/** Bytes the image unpacks to (what rootfs holds in RAM while the initrd runs). */
+function unpackedBytes(image) {
+  const r = spawnSync('node', [CLI, 'inspect', image, '--json'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.status !== 0) return undefined;
+  return JSON.parse(r.stdout).totals.dataBytes;
+}
 // The N-kernels rows use the host's installed kernel modules (kernel-install's case).
 const kernel = await hostKernel();
 if (!kernel) {
@@ -72,8 +82,14 @@ for (const preset of (process.env.MKINITRD_PKG_BENCH_PRESETS ?? 'debian debian-1
     dracutModules = runs[1].modules.length;
     theirs = runs[1].image;
   }
+  // Size-first variant, same cache and kernel: one build (its pack phase dominates).
+  const small = join(dir, `${preset}-small.img`);
+  const smallBuild = timed('mkinitrd-pkg small', 'node', [CLI, 'build', '--preset', preset, '--config', SMALL, '--output', small, '--cache-dir', cache]);
+  const smallSize = statSync(small).size;
   const oursBoot = await timeToRoot(vmlinuz, ours);
+  const smallBoot = await timeToRoot(vmlinuz, small);
   if (dracutSize) dracutBoot = await timeToRoot(vmlinuz, theirs);
+  const unpacked = [ours, small, theirs].map((i) => (i ? unpackedBytes(i) : undefined));
   console.log(`\nbuild bench: --preset ${preset}, kernel ${kver} from its package`);
   console.log(`                 mkinitrd-pkg      dracut   ratio`);
   console.log(`warm, no cache   ${oursNoCache.toFixed(1).padStart(9)} s ${dracutBuild?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(oursNoCache, dracutBuild)}  (packages installed again)`);
@@ -81,6 +97,12 @@ for (const preset of (process.env.MKINITRD_PKG_BENCH_PRESETS ?? 'debian debian-1
   console.log(`image size       ${mb(oursSize).padStart(11)} ${dracutSize ? mb(dracutSize).padStart(11) : '        n/a'}   ${ratio(oursSize, dracutSize)}  (target ≤ 0.65×)`);
   console.log(`modules          ${String(built.images[0].modules.length).padStart(9)}   ${dracutModules ? String(dracutModules).padStart(9) : '      n/a'}     ${ratio(built.images[0].modules.length, dracutModules)}  (generic set ⊇ dracut's storage/md/fs/keyboard classes)`);
   console.log(`time to root     ${oursBoot.toFixed(1).padStart(9)} s ${dracutBoot?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(oursBoot, dracutBoot)}  (target ≤ 0.8×)`);
+  console.log(`unpacked (RAM)   ${mb(unpacked[0] ?? 0).padStart(11)} ${unpacked[2] ? mb(unpacked[2]).padStart(11) : '        n/a'}   ${ratio(unpacked[0], unpacked[2])}`);
+  console.log(`size-first variant (--config presets/include/small-image.conf: modules decompressed, xz):`);
+  console.log(`image size       ${mb(smallSize).padStart(11)} ${dracutSize ? mb(dracutSize).padStart(11) : '        n/a'}   ${ratio(smallSize, dracutSize)}  (target ≤ 0.65×)`);
+  console.log(`build, cached    ${smallBuild.toFixed(1).padStart(9)} s ${dracutBuild?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(smallBuild, dracutBuild)}`);
+  console.log(`time to root     ${smallBoot.toFixed(1).padStart(9)} s ${dracutBoot?.toFixed(1).padStart(9) ?? '      n/a'} s   ${ratio(smallBoot, dracutBoot)}`);
+  console.log(`unpacked (RAM)   ${mb(unpacked[1] ?? 0).padStart(11)} ${unpacked[2] ? mb(unpacked[2]).padStart(11) : '        n/a'}   ${ratio(unpacked[1], unpacked[2])}`);
 }
 
 // N kernels from one install (the host's installed kernel's modules under three names).

@@ -375,7 +375,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           if (!ownRoot) await run('cp', [prepared.shared ? '-al' : '-a', prepared.root, imageRoot]);
           progress.update(`kernel modules for ${kernel.kernelVersion}`);
           const modules = await phases.time(`modules ${kernel.kernelVersion}`, () =>
-            installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, logger }),
+            installKernelModules({ imageRoot, kernelVersion: kernel.kernelVersion, sourceRoot: kernel.sourceRoot, patterns: config.kernelModules, compression: config.kernelModulesCompression, logger }),
           );
           await applyEmergencyShell(imageRoot, emergencyShell, config.emergencyShellPassword);
           await installInitrdTree(imageRoot);

@@ -71,6 +71,15 @@ describe('loadConfig', () => {
     await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { toolsTree: '../x.conf' } })).rejects.toThrow(/invalid tools tree/);
   });
 
+  it('reads KernelModulesCompression= (keep by default, none, nothing else)', async () => {
+    expect((await loadConfig({ preset: 'mini', ...opts() })).kernelModulesCompression).toBe('keep');
+    const form = join(dir, 'form.conf');
+    await writeFile(form, '[Content]\nKernelModulesCompression=none\n');
+    expect((await loadConfig({ preset: 'mini', ...opts(), configFiles: [form] })).kernelModulesCompression).toBe('none');
+    await writeFile(form, '[Content]\nKernelModulesCompression=zip\n');
+    await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [form] })).rejects.toThrow(/form.conf:2: Content.KernelModulesCompression: unknown module compression "zip"/);
+  });
+
   it('rejects an unknown preset with the list of known ones', async () => {
     const error = await loadConfig({ preset: 'nope', ...opts() }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UserError);

@@ -13,6 +13,13 @@ export const OUTPUT_FORMATS: readonly OutputFormat[] = ['cpio', 'uki'];
  * shell without a password, password = sulogin asks for EmergencyShellPassword=, no = no
  * shell (a message, then reboot).
  */
+/**
+ * How kernel modules are stored in the image (KernelModulesCompression=): keep = as the
+ * kernel package ships them; none = decompressed (.ko), so the image's compressor works on
+ * their contents. The values of packages/kmod's ModuleCompression.
+ */
+export type ModuleCompression = 'keep' | 'none';
+export const MODULE_COMPRESSIONS: readonly ModuleCompression[] = ['keep', 'none'];
 export type EmergencyShell = 'yes' | 'password' | 'no';
 export const EMERGENCY_SHELLS: readonly EmergencyShell[] = ['yes', 'password', 'no'];
 
@@ -63,6 +70,8 @@ export interface ImageConfig {
   kernelVersions: string[];
   /** Modules root on the host used when no kernel package is named. */
   kernelModulesRoot: string;
+  /** The form of module files in the image: as packaged, or decompressed. */
+  kernelModulesCompression: ModuleCompression;
   compression: Compression;
   compressionLevel: number | undefined;
   output: string | undefined;
@@ -173,6 +182,12 @@ function parseCompression(value: string, where: Assignment): Compression {
   fail(where, `unknown compression ${shown(value)}`, `use one of: ${COMPRESSIONS.join(', ')}`);
 }
 
+function parseModuleCompression(value: string, where: Assignment): ModuleCompression {
+  const v = value.toLowerCase();
+  if ((MODULE_COMPRESSIONS as readonly string[]).includes(v)) return v as ModuleCompression;
+  fail(where, `unknown module compression ${shown(value)}`, 'use keep (as the kernel package ships them) or none (decompressed .ko)');
+}
+
 function parsePackageManager(value: string, where: Assignment): PackageManager {
   if (isPackageManagerName(value)) return value;
   fail(where, `unknown package manager ${shown(value)}`, `use one of: ${PACKAGE_MANAGER_NAMES.join(', ')}`);
@@ -255,6 +270,7 @@ const SCHEMA_TABLE = {
     KernelVersion: { field: 'kernelVersions', list: true },
     KernelModulesRoot: { field: 'kernelModulesRoot', default: '/' },
     KernelModules: { field: 'kernelModules', list: true, ordered: true },
+    KernelModulesCompression: { field: 'kernelModulesCompression', parse: parseModuleCompression, default: 'keep' },
     KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine, optional: true },
     EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell, optional: true },
     // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.

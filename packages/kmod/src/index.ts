@@ -1,5 +1,5 @@
-export { installKernelModules, findKernelVersions } from './install.js';
-export type { ModuleSelection, InstallModulesOptions, InstallModulesResult } from './install.js';
+export { installKernelModules, findKernelVersions, MODULE_COMPRESSIONS } from './install.js';
+export type { ModuleSelection, InstallModulesOptions, InstallModulesResult, ModuleCompression } from './install.js';
 export { compileModulePatterns } from './select.js';
 export type { ModulePattern } from './select.js';
 export { normalizeModuleName } from './moddb.js';

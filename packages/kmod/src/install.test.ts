@@ -320,6 +320,29 @@ describe(`installKernelModules with the real ${KVER} modules`, () => {
       expect(result.files).toContain(`usr/lib/modules/${KVER}/kernel/fs/jbd2/jbd2.ko.zst`);
     });
 
+    it('KernelModulesCompression=none stores .ko.xz and .ko.zst decompressed, byte for byte, and modules.dep names them', async () => {
+      const image = join(work, 'staging-image-decompressed');
+      const result = await installKernelModules({ imageRoot: image, kernelVersion: KVER, sourceRoot: staging, patterns: ['e100', 'ext4'], compression: 'none', logger });
+      expect(result.modules).toEqual(['crc16', 'crc32c_generic', 'e100', 'ext4', 'jbd2', 'mbcache', 'mii']);
+      const mod = join(image, 'usr/lib/modules', KVER);
+      const moduleFiles = (await walkFiles(join(mod, 'kernel'))).map((f) => f.slice(mod.length + 1)).sort();
+      expect(moduleFiles.every((f) => f.endsWith('.ko'))).toBe(true);
+      // The same bytes as the kernel's own uncompressed files (the fixture compressed those).
+      for (const rel of ['kernel/drivers/net/mii.ko', 'kernel/fs/jbd2/jbd2.ko', 'kernel/fs/ext4/ext4.ko']) {
+        expect((await readFile(join(mod, rel))).equals(await readFile(join(HOST_MODULES, rel)))).toBe(true);
+      }
+      const dep = await readFile(join(mod, 'modules.dep'), 'utf8');
+      expect(dep).toContain('kernel/drivers/net/ethernet/intel/e100.ko: kernel/drivers/net/mii.ko\n');
+      expect(dep).toContain('kernel/fs/jbd2/jbd2.ko:');
+      expect(dep).not.toMatch(/\.ko\.(xz|zst)/);
+      expect(result.files).toContain(`usr/lib/modules/${KVER}/kernel/fs/jbd2/jbd2.ko`);
+      expect(result.files.filter((f) => /\.ko\.(xz|zst)$/.test(f))).toEqual([]);
+      // Sizes in the result are the decompressed ones.
+      const onDisk = (await Promise.all(result.files.map(async (f) => (await lstat(join(image, f))).size))).reduce((a, b) => a + b, 0);
+      const firmware = (await Promise.all(result.firmware.map(async (f) => (await lstat(join(image, f))).size))).reduce((a, b) => a + b, 0);
+      expect(result.bytes).toBe(onDisk + firmware);
+    });
+
     it('refuses a module file that is a symlink out of the source root', async () => {
       const evil = join(work, 'evil-staging');
       const mod = join(evil, 'usr/lib/modules', KVER);

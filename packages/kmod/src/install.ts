@@ -7,6 +7,7 @@ import {
   getLogger,
   isErrnoException,
   resolveInsideRoot,
+  run,
   safeComponents,
   type Logger,
 } from '@mkinitrd-pkg/common';
@@ -42,6 +43,12 @@ export interface InstallModulesOptions {
   firmwareRoots?: string[];
   /** Where `host` in the patterns reads the running system's modules (host.ts). */
   host?: HostModuleSources;
+  /**
+   * The form module files take in the image (KernelModulesCompression=): 'keep' copies
+   * them as the kernel package ships them; 'none' stores them decompressed (.ko), so the
+   * image's own compressor sees their contents (see decompressModules). Default 'keep'.
+   */
+  compression?: ModuleCompression;
   logger?: Logger;
 }
 
@@ -64,6 +71,22 @@ export interface InstallModulesResult {
   /** Total size of everything in `files` and `firmware`. */
   bytes: number;
 }
+
+/**
+ * How module files are stored in the image. 'keep': as packaged (.ko, .ko.xz, .ko.zst,
+ * .ko.gz). 'none': decompressed to .ko — loadable by every kernel, whatever it was built
+ * to decompress (kernel/module/decompress.c handles only the CONFIG_MODULE_COMPRESS_*
+ * format; kmod falls back to userspace decompression only if it was built with it).
+ */
+export type ModuleCompression = 'keep' | 'none';
+export const MODULE_COMPRESSIONS: readonly ModuleCompression[] = ['keep', 'none'];
+
+/** Compressed module suffixes and the program (with its flags) that decompresses files in place. */
+const MODULE_DECOMPRESSORS: { suffix: string; tool: string; args: string[] }[] = [
+  { suffix: '.xz', tool: 'xz', args: ['-d', '-q', '-f', '--'] },
+  { suffix: '.zst', tool: 'zstd', args: ['-d', '-q', '-f', '--rm', '--'] },
+  { suffix: '.gz', tool: 'gzip', args: ['-d', '-q', '-f', '--'] },
+];
 
 const METADATA_FILES = ['modules.order', 'modules.builtin', 'modules.builtin.modinfo'];
 const MODULE_DIRS = ['usr/lib/modules', 'lib/modules'];
@@ -278,6 +301,7 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
       }),
     ),
   );
+  if ((o.compression ?? 'keep') === 'none') await decompressModules(dest, destRel, written, logger);
   for (const name of METADATA_FILES) {
     const file = await source.resolve(`${modDir.rel}/${name}`);
     if (file?.stats.isFile()) await copyInto(file.path, name, file.stats.size);
@@ -360,6 +384,43 @@ export async function installKernelModules(o: InstallModulesOptions): Promise<In
     'kernel modules installed',
   );
   return result;
+}
+
+/**
+ * Decompress the module files among `written` (below dest, which this run created) in
+ * place with the tools root's xz/zstd/gzip, and rename their entries (foo.ko.xz → foo.ko).
+ * depmod runs afterwards, so modules.dep names the files as they now are.
+ *
+ * Why: Debian and Fedora ship .ko.xz, which the image's compressor cannot compress again;
+ * decompressed, the modules share one compression window (kernel/drivers/scsi's HBAs
+ * compress against each other) and the image gets smaller at the price of RAM while the
+ * initrd runs (measured in the README, "Module form"). Programs take many files per call:
+ * one process per module would cost more than the decompression.
+ */
+async function decompressModules(dest: string, destRel: string, written: { rel: string; size: number }[], logger: Logger): Promise<void> {
+  const started = performance.now();
+  const prefix = `${destRel}/`;
+  const limit = pLimit(2);
+  const jobs: Promise<unknown>[] = [];
+  let count = 0;
+  for (const { suffix, tool, args } of MODULE_DECOMPRESSORS) {
+    const entries = written.filter((w) => w.rel.startsWith(prefix) && w.rel.endsWith(`.ko${suffix}`));
+    count += entries.length;
+    for (let i = 0; i < entries.length; i += 160) {
+      const batch = entries.slice(i, i + 160);
+      jobs.push(
+        limit(async () => {
+          await run(tool, [...args, ...batch.map((w) => join(dest, w.rel.slice(prefix.length)))]);
+          for (const w of batch) {
+            w.rel = w.rel.slice(0, -suffix.length);
+            w.size = (await lstat(join(dest, w.rel.slice(prefix.length)))).size;
+          }
+        }),
+      );
+    }
+  }
+  await Promise.all(jobs);
+  if (count > 0) logger.debug({ modules: count, ms: Math.round(performance.now() - started) }, 'kernel modules decompressed');
 }
 
 interface FirmwareRoot {

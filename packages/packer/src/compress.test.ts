@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { compressWithProgram, hasZstdBinding, zstdCompress } from './compress.js';
+import { compressWithProgram, compressorCommand, hasZstdBinding, zstdCompress } from './compress.js';
 
 const hasZstdProgram = spawnSync('zstd', ['--version']).status === 0;
 
@@ -35,5 +35,16 @@ describe.skipIf(!hasZstdProgram)('zstd without the native binding (the Debian pa
   it('zstdCompress gives a frame zstd -d restores, whichever path this installation has', async () => {
     expect(typeof hasZstdBinding()).toBe('boolean');
     expect(unzstd(await zstdCompress(input, 3)).equals(input)).toBe(true);
+  });
+});
+
+describe('xz for the kernel', () => {
+  it('uses CRC32 and the preset\'s dictionary capped at 8 MiB (the kernel\'s unxz allocates any size)', () => {
+    const dict = (level: number) => compressorCommand('xz', level)[1].find((a) => a.startsWith('--lzma2='));
+    expect(compressorCommand('xz', 6)[1]).toContain('--check=crc32');
+    expect(dict(0)).toBe('--lzma2=preset=0,dict=256KiB');
+    expect(dict(1)).toBe('--lzma2=preset=1,dict=1024KiB');
+    expect(dict(6)).toBe('--lzma2=preset=6,dict=8192KiB');
+    expect(dict(9)).toBe('--lzma2=preset=9,dict=8192KiB');
   });
 });
