@@ -11,7 +11,7 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
 import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
@@ -113,6 +113,14 @@ export interface BuildResult {
  * 16 → 19.4 MB in 7.5 s. 12 is where size stops coming cheaply.
  */
 const INITRD_DEFAULT_LEVELS: Partial<Record<string, number>> = { zstd: 12 };
+
+/**
+ * What differs between the images of one installroot: the kernel's modules and firmware,
+ * and the extensions an image carries. The packer writes them after everything else
+ * (packer ScanOptions.lateNames), so the compressed frames of the rest are the same for
+ * every kernel and are reused from the cache (frameStore) instead of compressed again.
+ */
+export const KERNEL_LAYER_NAMES = ['usr/lib/modules', 'usr/lib/firmware', 'lib/modules', 'lib/firmware', 'var/lib/extensions'];
 
 /** Names of kernel packages' parts that hold modules, across distributions (data). */
 const KERNEL_PACKAGE_NAMES = /^(linux-image-|linux-modules-|kernel-core$|kernel-modules)/;
@@ -308,6 +316,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const workDir = await createWorkDir(cacheDir, 'build', logger);
   try {
     await removeStaleTemporaries(cacheDir, logger);
+    if (useCache) await pruneFrames(cacheDir);
+    const frames = useCache ? frameStore(cacheDir, logger) : undefined;
     // Repository metadata younger than the max age is trusted without asking the
     // mirror again: that is what makes a warm rebuild take seconds, not a network trip.
     let metadataDigest: string | undefined;
@@ -387,6 +397,11 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               ...(level !== undefined && { level }),
               sourceDateEpoch: prepared.sourceDateEpoch,
               owner: 'root',
+              lateNames: KERNEL_LAYER_NAMES,
+              ...(frames && { frameCache: frames }),
+            }).then((packed) => {
+              if (packed.frameCache) logger.info({ kernel: kernel.kernelVersion, ...packed.frameCache }, 'base frames reused from the cache');
+              return packed;
             }),
           );
           if (stub) {
