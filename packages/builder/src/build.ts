@@ -118,7 +118,8 @@ const INITRD_DEFAULT_LEVELS: Partial<Record<string, number>> = { zstd: 12 };
  * What differs between the images of one installroot: the kernel's modules and firmware,
  * and the extensions an image carries. The packer writes them after everything else
  * (packer ScanOptions.lateNames), so the compressed frames of the rest are the same for
- * every kernel and are reused from the cache (frameStore) instead of compressed again.
+ * every kernel and are reused from the cache (frameStore) instead of compressed again
+ * (a kernel part's frames too, when the same kernel is built again).
  */
 export const KERNEL_LAYER_NAMES = ['usr/lib/modules', 'usr/lib/firmware', 'lib/modules', 'lib/firmware', 'var/lib/extensions'];
 
@@ -400,7 +401,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               lateNames: KERNEL_LAYER_NAMES,
               ...(frames && { frameCache: frames }),
             }).then((packed) => {
-              if (packed.frameCache) logger.info({ kernel: kernel.kernelVersion, ...packed.frameCache }, 'base frames reused from the cache');
+              if (packed.frameCache) logger.info({ kernel: kernel.kernelVersion, ...packed.frameCache }, 'compressed frames reused from the cache');
               return packed;
             }),
           );

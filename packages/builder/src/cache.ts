@@ -226,7 +226,7 @@ export const KERNEL_CACHE_DIR = 'staged-kernels';
 /** Where verified tools roots live (build tools unpacked from packages: tools.ts). */
 export const TOOLS_CACHE_DIR = 'tools';
 
-/** Where compressed base frames of images live (packer FrameCache, content-addressed). */
+/** Where compressed frames of images live (packer FrameCache, content-addressed). */
 export const FRAMES_CACHE_DIR = 'frames';
 
 /** A frame not used for this long is removed by the next build (frames of old installroots). */

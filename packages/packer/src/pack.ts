@@ -74,8 +74,9 @@ export interface PackOptions extends ScanOptions {
   parallelism?: number;
   logger?: Logger;
   /**
-   * Reuse compressed frames of the base layer (see ScanOptions.lateNames) from this store,
-   * and fill it. Only frames compressed from memory (zstd, gzip, lz4) are cached.
+   * Reuse compressed frames from this store, and fill it: the base layer's frames (see
+   * ScanOptions.lateNames) for every kernel, a kernel part's frames when the same kernel
+   * is built again. Only frames compressed from memory (zstd, gzip, lz4) are cached.
    */
   frameCache?: FrameCache;
   /** Called with (bytes of archive produced, total) as packing proceeds. */
@@ -110,7 +111,7 @@ export interface PackResult {
   /** Regular file and symlink data bytes in the main tree. */
   dataBytes: number;
   segments: PackSegment[];
-  /** Frames of the base layer taken from PackOptions.frameCache, and compressed (and stored). */
+  /** Frames taken from PackOptions.frameCache, and frames compressed (and stored). */
   frameCache?: { hits: number; stored: number };
 }
 
@@ -291,9 +292,9 @@ async function writeImage(
     return { segments, mainOffset, frames: 1 };
   }
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const { chunks, baseChunks } = planLayeredChunks(main.entries, chunkSize, main.baseCount);
+  const { chunks } = planLayeredChunks(main.entries, chunkSize, main.baseCount);
   const parallelism = options.parallelism ?? defaultParallelism(compression, level);
-  const cache = options.frameCache ? { store: options.frameCache, compressor: compressorIdentity(compression), baseChunks, hits: 0, stored: 0 } : undefined;
+  const cache = options.frameCache ? { store: options.frameCache, compressor: compressorIdentity(compression), hits: 0, stored: 0 } : undefined;
   await writeChunked(fd, main, chunks, { compression, level, chunkSize, parallelism, logger, early, cache }, progress);
   return { segments, mainOffset, frames: chunks.length, ...(cache && { frameCache: { hits: cache.hits, stored: cache.stored } }) };
 }
@@ -389,8 +390,8 @@ interface ChunkOptions {
   parallelism: number;
   logger: Logger;
   early: EarlySync;
-  /** Frames [0, baseChunks) are looked up in and stored to `store` (counted in hits/stored). */
-  cache: { store: FrameCache; compressor: string; baseChunks: number; hits: number; stored: number } | undefined;
+  /** Frames compressed from memory are looked up in and stored to `store` (counted in hits/stored). */
+  cache: { store: FrameCache; compressor: string; hits: number; stored: number } | undefined;
 }
 
 /**
@@ -430,7 +431,7 @@ async function writeChunked(fd: number, tree: ScanResult, chunks: Chunk[], optio
   };
 
   try {
-    for (const [index, chunk] of chunks.entries()) {
+    for (const chunk of chunks) {
       if (chunk.bytes > inMemoryLimit) {
         while (queue.length > 0) await flushHead();
         await streamChunk(fd, tree, chunk, options);
@@ -453,7 +454,7 @@ async function writeChunked(fd: number, tree: ScanResult, chunks: Chunk[], optio
       if (n !== chunk.bytes || !filler.done) throw new Error(`packer: chunk size mismatch (${n} of ${chunk.bytes} bytes)`);
       let result: Promise<Buffer>;
       const cache = options.cache;
-      if (cache && index < cache.baseChunks) {
+      if (cache) {
         const key = frameKey(cache.compressor, level, view);
         const hit = await cache.store.get(key);
         if (hit) {
