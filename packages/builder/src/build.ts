@@ -11,7 +11,7 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { STUB_PATH, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
 import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
@@ -35,6 +35,11 @@ export interface BuildOptions {
   kernelOutput?: string;
   /** Use and fill the installroot cache (default true). */
   useCache?: boolean;
+  /**
+   * Check every cached tree used (installroot, kernel staging root, tools root) by its
+   * content, not only by its stat digest: catches damage no inode field shows.
+   */
+  verifyCache?: boolean;
   /** Fetch repository metadata even if it is fresh enough. */
   refresh?: boolean;
   /** How old repository metadata may be before a build fetches it again (default 1 h). */
@@ -169,6 +174,7 @@ async function stagePackage(
   packages: string[],
   include: (name: string) => boolean,
   logger: Logger,
+  verify: VerifyMode = 'quick',
 ): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packages.join(' ')} is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
@@ -187,7 +193,7 @@ async function stagePackage(
     });
     // Before the entry is sealed (its tree digest is taken after this returns).
     if (root !== undefined) await depmodStaged(root, await findKernelVersions(root), logger);
-  });
+  }, verify);
 }
 
 /**
@@ -213,7 +219,7 @@ function digestOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
-async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, allKernels: boolean, logger: Logger): Promise<KernelSource[]> {
+async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, allKernels: boolean, logger: Logger, verify: VerifyMode): Promise<KernelSource[]> {
   const hostRoot = config.kernelModulesRoot;
   let staged: string | undefined;
   let stagedVersions: string[] = [];
@@ -221,7 +227,7 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
     // The firmware packages land in the same staging root: the module installer looks for
     // firmware in its usr/lib/firmware and lib/firmware.
     const firmware = config.firmwarePackages;
-    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => KERNEL_PACKAGE_NAMES.test(name) || firmware.includes(name), logger);
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => KERNEL_PACKAGE_NAMES.test(name) || firmware.includes(name), logger, verify);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -310,6 +316,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const progress = createProgress('mkinitrd-pkg');
   const resolver = createResolver(config.packageManager);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
+  const verify: VerifyMode = options.verifyCache ? 'full' : 'quick';
 
   // Output and manifest paths are checked before any work: a bad one must not cost a
   // package install, and must never fail after the image was written.
@@ -331,11 +338,11 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // Build tools from packages (ToolsTree=), so the host's versions never change an image.
     progress.update('preparing the tools root');
     const tools = await phases.time('tools', () =>
-      prepareTools({ config, cacheDir, metadataDigest, logger, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
+      prepareTools({ config, cacheDir, metadataDigest, logger, verify, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
     );
 
     progress.update('resolving kernels');
-    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
+    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger, verify));
     if (options.kernelImage && kernels.length !== 1) throw new UserError('USAGE', '--kernel-image names one kernel, but several are built', { hint: 'pass one --kernel-version' });
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     const manifests = kernels.map((k, i) => manifestPathFor(options.manifest, outputs[i]!, k.kernelVersion));
@@ -355,7 +362,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       }
       const stubPackage = config.ukiStubPackage;
       progress.update(`unpacking ${stubPackage}`);
-      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger));
+      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger, verify));
       stub = join(stubRoot, STUB_PATH);
       if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${STUB_PATH}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
     }
@@ -364,7 +371,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // would undo that, so the default there is no shell (README "Secure Boot").
     const emergencyShell = config.emergencyShell ?? (signed ? 'no' : 'yes');
 
-    const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
+    const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, verify, phases, progress, logger });
 
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
     const images = await Promise.all(
@@ -549,6 +556,7 @@ async function prepareRoot(o: {
   explicitEpoch: number | undefined;
   metadataDigest: string | undefined;
   useCache: boolean;
+  verify: VerifyMode;
   phases: Phases;
   progress: ReturnType<typeof createProgress>;
   logger: Logger;
@@ -556,7 +564,7 @@ async function prepareRoot(o: {
   const { config, cacheDir, resolver, phases, progress, logger } = o;
   const key = o.useCache && o.metadataDigest ? await installrootKey(config, o.metadataDigest, o.explicitEpoch) : undefined;
   if (key) {
-    const hit = await phases.time('cache lookup', () => lookupRoot(cacheDir, key, logger));
+    const hit = await phases.time('cache lookup', () => lookupRoot(cacheDir, key, logger, o.verify));
     if (hit) {
       logger.info({ key: key.slice(0, 16) }, 'using the cached installroot');
       return { root: hit.root, shared: true, ...pick(hit.meta), cache: 'hit' };

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, createWorkDir, exitedOwnerToken, ownerToken, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
 import { createHash } from 'node:crypto';
 import { packTree } from '@mkinitrd-pkg/packer';
-import { cleanCache, frameStore, pruneFrames, removeStaleTemporaries, stageVerified, treeDigest, FRAMES_CACHE_DIR } from './cache.js';
+import { cleanCache, frameStore, pruneFrames, removeStaleTemporaries, stageVerified, statDigest, treeDigest, FRAMES_CACHE_DIR } from './cache.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -119,6 +119,32 @@ describe('the kernel staging cache is verified before every use', () => {
     await stageVerified(cache, 'kernels', undefined, silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack', 'unpack', 'unpack', 'hit']);
     expect((await readdir(join(cache, 'kernels'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('--verify-cache (full) catches damage that no inode field shows; the quick check cannot', async () => {
+    const cache = join(dir, 'kcache-full');
+    const files = { 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko': 'xfs module' };
+    const calls: string[] = [];
+    const root = await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    // Bit rot (or a meta.json written by someone else): the content changes, and the
+    // recorded stat digest is the tree's current one.
+    const xfs = join(root, 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko');
+    await writeFile(xfs, 'XFS MODULE');
+    const metaPath = join(root, '..', 'meta.json');
+    const meta = JSON.parse(await readFile(metaPath, 'utf8'));
+    await writeFile(metaPath, JSON.stringify({ ...meta, statDigest: statDigest(root) }));
+    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    expect(calls).toEqual(['unpack']); // the quick check trusts the inode metadata
+    expect(await readFile(xfs, 'utf8')).toBe('XFS MODULE');
+    const warnings: string[] = [];
+    const logger = { ...silentLogger(), warn: (o: unknown, m?: string) => warnings.push(`${JSON.stringify(o)} ${m}`) } as unknown as ReturnType<typeof silentLogger>;
+    await stageVerified(cache, 'kernels', 'idx', logger, fill(files, calls), 'full');
+    expect(calls).toEqual(['unpack', 'unpack']);
+    expect(warnings.join('\n')).toMatch(/does not match its digest/);
+    expect(await readFile(xfs, 'utf8')).toBe('xfs module');
+    // And a sound entry passes the full check without being unpacked again.
+    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls), 'full');
+    expect(calls).toEqual(['unpack', 'unpack']);
   });
 });
 

@@ -119,15 +119,19 @@ export interface VerifiedMeta {
   statDigest?: string;
 }
 
+/** How cached trees are checked before use: 'quick' (the stat digest first) or 'full' (always the content: --verify-cache). */
+export type VerifyMode = 'quick' | 'full';
+
 /**
  * Is the tree at `root` still what `meta` recorded? The stat digest is the fast path;
- * when it differs (a copy, a CI cache restore, hard links made from it), the content
- * digest decides, and a match refreshes the stat digest in `metaPath`.
+ * when it differs (a copy, a CI cache restore, hard links made from it), or with 'full'
+ * (damage no inode field shows: bit rot, a forged meta.json), the content digest
+ * decides, and a match refreshes the stat digest in `metaPath`.
  */
-async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string): Promise<boolean> {
+async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string, mode: VerifyMode = 'quick'): Promise<boolean> {
   try {
     const quick = statDigest(root);
-    if (meta.statDigest !== undefined && quick === meta.statDigest) return true;
+    if (mode === 'quick' && meta.statDigest !== undefined && quick === meta.statDigest) return true;
     if (treeDigest(root) !== meta.treeDigest) return false;
     const updated = { ...meta, statDigest: statDigest(root) };
     const temp = join(metaPath, '..', temporaryName('meta.json'));
@@ -143,12 +147,12 @@ async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string): P
  * A cached installroot, or undefined. An entry that is incomplete, of another format,
  * or whose tree no longer matches its recorded digest is removed and never used.
  */
-export async function lookupRoot(cacheDir: string, key: string, logger: Logger): Promise<RootCacheEntry | undefined> {
+export async function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
   const dir = entryDir(cacheDir, key);
   const meta = await readEntryMeta<RootCacheMeta>(dir, logger);
   if (!meta) return undefined;
   const root = join(dir, 'root');
-  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json')));
+  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
   if (!ok) {
     logger.warn({ dir }, 'cache entry does not match its digest; rebuilding it');
     await rm(dir, { recursive: true, force: true });
@@ -316,6 +320,7 @@ export async function stageVerified(
   indexKey: string | undefined,
   logger: Logger,
   produce: (fill: (name: string) => Promise<string | undefined>) => Promise<void>,
+  mode: VerifyMode = 'quick',
 ): Promise<string> {
   const base = join(cacheDir, kind);
   const indexPath = indexKey ? join(base, 'index', indexKey) : undefined;
@@ -324,7 +329,7 @@ export async function stageVerified(
     const dir = join(base, name);
     const meta = await readEntryMeta<StagedMeta>(dir, logger);
     if (!meta) return false;
-    if (meta.format === KERNEL_CACHE_FORMAT && meta.name === name && (await verifyTree(join(dir, 'root'), meta, join(dir, 'meta.json')))) return true;
+    if (meta.format === KERNEL_CACHE_FORMAT && meta.name === name && (await verifyTree(join(dir, 'root'), meta, join(dir, 'meta.json'), mode))) return true;
     logger.warn({ dir }, 'cached staging tree does not match its digest; unpacking it again');
     await rm(dir, { recursive: true, force: true });
     return false;
