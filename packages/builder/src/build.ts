@@ -89,6 +89,8 @@ export interface ImageResult {
   extensions: { name: string; path: string; sha256: string }[];
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
+  /** Compressed frames taken from the cache, and compressed (stored); undefined without the cache. */
+  frames: { hits: number; stored: number } | undefined;
 }
 
 export interface PhaseTiming {
@@ -374,6 +376,10 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, verify, phases, progress, logger });
 
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
+    // One pack at a time: each already uses every core for its frames, and the first one
+    // stores the base layer's frames that the others then take from the cache (two packs
+    // at once would both compress the base).
+    const packOneAtATime = pLimit(1);
     const images = await Promise.all(
       kernels.map((kernel, i) =>
         limit(() => withToolsRoot(tools.toolsRoot, async (): Promise<ImageResult> => {
@@ -397,7 +403,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
           const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
-          await phases.time(`pack ${kernel.kernelVersion}`, () =>
+          const packed = await packOneAtATime(() => phases.time(`pack ${kernel.kernelVersion}`, () =>
             packTree({
               source: imageRoot,
               output: initrdPath,
@@ -411,7 +417,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               if (packed.frameCache) logger.info({ kernel: kernel.kernelVersion, ...packed.frameCache }, 'compressed frames reused from the cache');
               return packed;
             }),
-          );
+          ));
           if (stub) {
             const kernelImage = options.kernelImage ? resolve(options.kernelImage) : await findKernelImage(kernel);
             if (!(await pathExists(kernelImage))) throw new UserError('KERNEL_NOT_FOUND', `kernel image not found: ${kernelImage}`);
@@ -472,6 +478,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           if (kernelImagePath) await copyFileAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
             kernelImagePath,
+            frames: packed.frameCache,
             kernelVersion: kernel.kernelVersion,
             path: output,
             manifestPath,
