@@ -39,6 +39,10 @@ describe.skipIf(!kernel)('installroot cache and several kernels', () => {
     expect(result.cache).toBe('hit');
     expect(result.phases.map((p: { phase: string }) => p.phase)).not.toContain('install');
     expect(await sha256(join(dir, 'b.img'))).toBe(await sha256(join(dir, 'a.img')));
+    // Every compressed frame came from the frame cache (the first build stored them).
+    const firstFrames = JSON.parse(first.stdout).images[0].frames;
+    expect(firstFrames.stored).toBeGreaterThan(0);
+    expect(result.images[0].frames).toEqual({ hits: firstFrames.hits + firstFrames.stored, stored: 0 });
 
     // Only compression changed: still a hit.
     const xz = await build(join(dir, 'c.img'), ['--compression', 'gzip']);
@@ -84,6 +88,14 @@ describe.skipIf(!kernel)('installroot cache and several kernels', () => {
     const names: string[] = JSON.parse(inspect.stdout).entries.map((e: { name: string }) => e.name);
     expect(names).toContain(`usr/lib/modules/${other}/modules.dep`);
     expect(names.some((n) => n.startsWith(`usr/lib/modules/${kernel!.version}/`))).toBe(false);
+    // The kernel part is last, so the other kernel's image reused the base frames and
+    // compressed only its own modules.
+    const firstLate = names.findIndex((n) => n.startsWith('usr/lib/modules/'));
+    expect(names.slice(firstLate).every((n) => /^usr\/lib\/(modules|firmware)\//.test(n) || n === 'TRAILER!!!')).toBe(true);
+    const frames = built.images.map((i: { frames: { hits: number; stored: number } }) => i.frames);
+    expect(frames[1].hits).toBeGreaterThan(0);
+    expect(frames[1].stored).toBeGreaterThan(0);
+    expect(frames[1].stored).toBeLessThan(frames[1].hits + frames[1].stored);
   }, 600_000);
 
   it('cache clean removes installroots', async () => {
@@ -91,5 +103,6 @@ describe.skipIf(!kernel)('installroot cache and several kernels', () => {
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/^removed .*roots/);
     expect(await readdir(cache)).not.toContain('roots');
+    expect(await readdir(cache)).not.toContain('frames');
   });
 });

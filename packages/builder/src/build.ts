@@ -11,7 +11,7 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
 import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
@@ -35,6 +35,11 @@ export interface BuildOptions {
   kernelOutput?: string;
   /** Use and fill the installroot cache (default true). */
   useCache?: boolean;
+  /**
+   * Check every cached tree used (installroot, kernel staging root, tools root) by its
+   * content, not only by its stat digest: catches damage no inode field shows.
+   */
+  verifyCache?: boolean;
   /** Fetch repository metadata even if it is fresh enough. */
   refresh?: boolean;
   /** How old repository metadata may be before a build fetches it again (default 1 h). */
@@ -84,6 +89,8 @@ export interface ImageResult {
   extensions: { name: string; path: string; sha256: string }[];
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
+  /** Compressed frames taken from the cache, and compressed (stored); undefined without the cache. */
+  frames: { hits: number; stored: number } | undefined;
 }
 
 export interface PhaseTiming {
@@ -122,6 +129,15 @@ export function kernelModulePackageFilter(config: Pick<ImageConfig, 'kernelPacka
   const globs = config.kernelModulePackages.map((g) => globToRegExp(g));
   return globs.length ? (name) => globs.some((g) => g.test(name)) : (name) => name === config.kernelPackage;
 }
+
+/**
+ * What differs between the images of one installroot: the kernel's modules and firmware,
+ * and the extensions an image carries. The packer writes them after everything else
+ * (packer ScanOptions.lateNames), so the compressed frames of the rest are the same for
+ * every kernel and are reused from the cache (frameStore) instead of compressed again
+ * (a kernel part's frames too, when the same kernel is built again).
+ */
+export const KERNEL_LAYER_NAMES = ['usr/lib/modules', 'usr/lib/firmware', 'lib/modules', 'lib/firmware', 'var/lib/extensions'];
 
 class Phases {
   readonly timings: PhaseTiming[] = [];
@@ -166,6 +182,7 @@ async function stagePackage(
   packages: string[],
   include: (name: string) => boolean,
   logger: Logger,
+  verify: VerifyMode = 'quick',
 ): Promise<string> {
   if (!resolver.unpack) throw new UserError('CONFIG', `unpacking ${packages.join(' ')} is not supported with ${resolver.packageManager} yet`);
   const unpack = resolver.unpack.bind(resolver);
@@ -184,7 +201,7 @@ async function stagePackage(
     });
     // Before the entry is sealed (its tree digest is taken after this returns).
     if (root !== undefined) await depmodStaged(root, await findKernelVersions(root), logger);
-  });
+  }, verify);
 }
 
 /**
@@ -210,7 +227,7 @@ function digestOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
-async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, allKernels: boolean, logger: Logger): Promise<KernelSource[]> {
+async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir: string, metadataDigest: string | undefined, allKernels: boolean, logger: Logger, verify: VerifyMode): Promise<KernelSource[]> {
   const hostRoot = config.kernelModulesRoot;
   let staged: string | undefined;
   let stagedVersions: string[] = [];
@@ -219,7 +236,7 @@ async function resolveKernels(resolver: Resolver, config: ImageConfig, cacheDir:
     // firmware in its usr/lib/firmware and lib/firmware.
     const firmware = config.firmwarePackages;
     const isKernelPart = kernelModulePackageFilter(config);
-    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => isKernelPart(name) || firmware.includes(name), logger);
+    staged = await stagePackage(resolver, config, cacheDir, metadataDigest, [config.kernelPackage, ...firmware], (name) => isKernelPart(name) || firmware.includes(name), logger, verify);
     stagedVersions = await findKernelVersions(staged);
   }
   const hostVersions = await findKernelVersions(hostRoot);
@@ -308,6 +325,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const progress = createProgress('mkinitrd-pkg');
   const resolver = createResolver(config.packageManager);
   const explicitEpoch = options.sourceDateEpoch ?? sourceDateEpochFromEnv();
+  const verify: VerifyMode = options.verifyCache ? 'full' : 'quick';
 
   // Output and manifest paths are checked before any work: a bad one must not cost a
   // package install, and must never fail after the image was written.
@@ -315,6 +333,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
   const workDir = await createWorkDir(cacheDir, 'build', logger);
   try {
     await removeStaleTemporaries(cacheDir, logger);
+    if (useCache) await pruneFrames(cacheDir);
+    const frames = useCache ? frameStore(cacheDir, logger) : undefined;
     // Repository metadata younger than the max age is trusted without asking the
     // mirror again: that is what makes a warm rebuild take seconds, not a network trip.
     let metadataDigest: string | undefined;
@@ -327,11 +347,11 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // Build tools from packages (ToolsTree=), so the host's versions never change an image.
     progress.update('preparing the tools root');
     const tools = await phases.time('tools', () =>
-      prepareTools({ config, cacheDir, metadataDigest, logger, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
+      prepareTools({ config, cacheDir, metadataDigest, logger, verify, ...(options.refresh !== undefined && { refresh: options.refresh }), ...(options.metadataMaxAgeSeconds !== undefined && { metadataMaxAgeSeconds: options.metadataMaxAgeSeconds }) }),
     );
 
     progress.update('resolving kernels');
-    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger));
+    const kernels = await phases.time('kernel', () => resolveKernels(resolver, config, cacheDir, metadataDigest, options.allKernels ?? false, logger, verify));
     if (options.kernelImage && kernels.length !== 1) throw new UserError('USAGE', '--kernel-image names one kernel, but several are built', { hint: 'pass one --kernel-version' });
     const outputs = kernels.map((k) => outputPathFor(config, k.kernelVersion, kernels.length));
     const manifests = kernels.map((k, i) => manifestPathFor(options.manifest, outputs[i]!, k.kernelVersion));
@@ -351,7 +371,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
       }
       const stubPackage = config.ukiStubPackage;
       progress.update(`unpacking ${stubPackage}`);
-      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger));
+      const stubRoot = await phases.time('stub', () => stagePackage(resolver, config, cacheDir, metadataDigest, [stubPackage], (name) => name === stubPackage, logger, verify));
       const stubInPackage = stubPath(config.architecture);
       stub = join(stubRoot, stubInPackage);
       if (!(await pathExists(stub))) throw new UserError('INPUT', `${stubPackage} has no ${stubInPackage}`, { hint: 'UkiStubPackage= must name the package with systemd-stub for this architecture' });
@@ -361,9 +381,13 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
     // would undo that, so the default there is no shell (README "Secure Boot").
     const emergencyShell = config.emergencyShell ?? (signed ? 'no' : 'yes');
 
-    const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, phases, progress, logger });
+    const prepared = await prepareRoot({ config, cacheDir, workDir, resolver, explicitEpoch, metadataDigest, useCache, verify, phases, progress, logger });
 
     const limit = pLimit(Math.max(1, options.parallelKernels ?? 2));
+    // One pack at a time: each already uses every core for its frames, and the first one
+    // stores the base layer's frames that the others then take from the cache (two packs
+    // at once would both compress the base).
+    const packOneAtATime = pLimit(1);
     const images = await Promise.all(
       kernels.map((kernel, i) =>
         limit(() => withToolsRoot(tools.toolsRoot, async (): Promise<ImageResult> => {
@@ -387,7 +411,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           progress.update(`packing ${basename(output)}`);
           const level = config.compressionLevel ?? INITRD_DEFAULT_LEVELS[config.compression];
           const initrdPath = stub ? join(workDir, `initrd-${kernel.kernelVersion}.img`) : output;
-          await phases.time(`pack ${kernel.kernelVersion}`, () =>
+          const packed = await packOneAtATime(() => phases.time(`pack ${kernel.kernelVersion}`, () =>
             packTree({
               source: imageRoot,
               output: initrdPath,
@@ -395,8 +419,13 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
               ...(level !== undefined && { level }),
               sourceDateEpoch: prepared.sourceDateEpoch,
               owner: 'root',
+              lateNames: KERNEL_LAYER_NAMES,
+              ...(frames && { frameCache: frames }),
+            }).then((packed) => {
+              if (packed.frameCache) logger.info({ kernel: kernel.kernelVersion, ...packed.frameCache }, 'compressed frames reused from the cache');
+              return packed;
             }),
-          );
+          ));
           if (stub) {
             const kernelImage = options.kernelImage ? resolve(options.kernelImage) : await findKernelImage(kernel);
             if (!(await pathExists(kernelImage))) throw new UserError('KERNEL_NOT_FOUND', `kernel image not found: ${kernelImage}`);
@@ -457,6 +486,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           if (kernelImagePath) await copyFileAtomically(kernelImages[i]!, kernelImagePath, 0o644);
           return {
             kernelImagePath,
+            frames: packed.frameCache,
             kernelVersion: kernel.kernelVersion,
             path: output,
             manifestPath,
@@ -541,6 +571,7 @@ async function prepareRoot(o: {
   explicitEpoch: number | undefined;
   metadataDigest: string | undefined;
   useCache: boolean;
+  verify: VerifyMode;
   phases: Phases;
   progress: ReturnType<typeof createProgress>;
   logger: Logger;
@@ -548,7 +579,7 @@ async function prepareRoot(o: {
   const { config, cacheDir, resolver, phases, progress, logger } = o;
   const key = o.useCache && o.metadataDigest ? await installrootKey(config, o.metadataDigest, o.explicitEpoch) : undefined;
   if (key) {
-    const hit = await phases.time('cache lookup', () => lookupRoot(cacheDir, key, logger));
+    const hit = await phases.time('cache lookup', () => lookupRoot(cacheDir, key, logger, o.verify));
     if (hit) {
       logger.info({ key: key.slice(0, 16) }, 'using the cached installroot');
       return { root: hit.root, shared: true, ...pick(hit.meta), cache: 'hit' };

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError, createWorkDir, exitedOwnerToken, ownerToken, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
-import { cleanCache, removeStaleTemporaries, stageVerified, treeDigest } from './cache.js';
+import { createHash } from 'node:crypto';
+import { packTree } from '@mkinitrd-pkg/packer';
+import { cleanCache, frameStore, pruneFrames, removeStaleTemporaries, stageVerified, statDigest, treeDigest, FRAMES_CACHE_DIR } from './cache.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -33,6 +35,48 @@ describe('treeDigest covers what the packer records', () => {
     // A link from outside the tree (cp -al of the cache) changes nlink, not the digest.
     await link(join(root, 'usr/bin/a'), join(dir, 'outside-link'));
     expect(treeDigest(root)).toBe(linked);
+  });
+});
+
+describe('the frame cache: a damaged frame is never copied into an image', () => {
+  it('drops a flipped or truncated frame, compresses it again, and the image stays byte-identical', async () => {
+    const cacheDir = join(dir, 'frames-cache');
+    const tree = join(dir, 'frames-tree');
+    for (const d of ['etc', 'usr/bin', 'usr/lib/modules/1.0/kernel']) await mkdir(join(tree, d), { recursive: true });
+    // Different bytes per file, so frames differ; each file is a frame of its own.
+    for (const [i, f] of ['etc/a', 'usr/bin/b', 'usr/bin/c'].entries()) await writeFile(join(tree, f), Buffer.alloc(80_000, `${f}:${i}`));
+    await writeFile(join(tree, 'usr/lib/modules/1.0/kernel/m.ko'), 'module');
+    const warnings: string[] = [];
+    const logger = { ...silentLogger(), warn: (o: unknown) => warnings.push(JSON.stringify(o)) } as unknown as ReturnType<typeof silentLogger>;
+    const pack = (name: string, frames = true) =>
+      packTree({ source: tree, output: join(dir, name), logger: silentLogger(), chunkSize: 65_536, sourceDateEpoch: 1_700_000_000, owner: 'root', lateNames: ['usr/lib/modules'], ...(frames && { frameCache: frameStore(cacheDir, logger) }) });
+    const plain = await pack('frames-plain.img', false);
+    const digest = async (name: string) => createHash('sha256').update(await readFile(join(dir, name))).digest('hex');
+    const first = await pack('frames-1.img');
+    const stored = first.frameCache!.stored;
+    expect(stored).toBeGreaterThanOrEqual(3);
+    const files = (await readdir(join(cacheDir, FRAMES_CACHE_DIR))).sort();
+    expect(files).toHaveLength(stored);
+    // One byte flipped inside a frame, another frame cut short.
+    const flipped = join(cacheDir, FRAMES_CACHE_DIR, files[0]!);
+    const bytes = await readFile(flipped);
+    bytes[bytes.length - 5] ^= 0xff;
+    await writeFile(flipped, bytes);
+    const cut = join(cacheDir, FRAMES_CACHE_DIR, files[1]!);
+    await writeFile(cut, (await readFile(cut)).subarray(0, 40));
+    const second = await pack('frames-2.img');
+    expect(second.frameCache).toEqual({ hits: stored - 2, stored: 2 });
+    expect(warnings.filter((w) => w.includes(files[0]!) || w.includes(files[1]!))).toHaveLength(2);
+    expect(await digest('frames-2.img')).toBe(await digest('frames-plain.img'));
+    expect(await digest('frames-1.img')).toBe(await digest('frames-plain.img'));
+    expect(plain.frameCache).toBeUndefined();
+    // Repaired: all hits now.
+    expect((await pack('frames-3.img')).frameCache).toEqual({ hits: stored, stored: 0 });
+    // Frames unused for weeks are removed; `cache clean` removes them all.
+    const old = new Date(Date.now() - 30 * 24 * 3600 * 1000);
+    await utimes(join(cacheDir, FRAMES_CACHE_DIR, files[2]!), old, old);
+    expect(await pruneFrames(cacheDir)).toBe(1);
+    expect(await readdir(join(cacheDir, FRAMES_CACHE_DIR))).toHaveLength(stored - 1);
   });
 });
 
@@ -75,6 +119,32 @@ describe('the kernel staging cache is verified before every use', () => {
     await stageVerified(cache, 'kernels', undefined, silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack', 'unpack', 'unpack', 'hit']);
     expect((await readdir(join(cache, 'kernels'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('--verify-cache (full) catches damage that no inode field shows; the quick check cannot', async () => {
+    const cache = join(dir, 'kcache-full');
+    const files = { 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko': 'xfs module' };
+    const calls: string[] = [];
+    const root = await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    // Bit rot (or a meta.json written by someone else): the content changes, and the
+    // recorded stat digest is the tree's current one.
+    const xfs = join(root, 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko');
+    await writeFile(xfs, 'XFS MODULE');
+    const metaPath = join(root, '..', 'meta.json');
+    const meta = JSON.parse(await readFile(metaPath, 'utf8'));
+    await writeFile(metaPath, JSON.stringify({ ...meta, statDigest: statDigest(root) }));
+    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    expect(calls).toEqual(['unpack']); // the quick check trusts the inode metadata
+    expect(await readFile(xfs, 'utf8')).toBe('XFS MODULE');
+    const warnings: string[] = [];
+    const logger = { ...silentLogger(), warn: (o: unknown, m?: string) => warnings.push(`${JSON.stringify(o)} ${m}`) } as unknown as ReturnType<typeof silentLogger>;
+    await stageVerified(cache, 'kernels', 'idx', logger, fill(files, calls), 'full');
+    expect(calls).toEqual(['unpack', 'unpack']);
+    expect(warnings.join('\n')).toMatch(/does not match its digest/);
+    expect(await readFile(xfs, 'utf8')).toBe('xfs module');
+    // And a sound entry passes the full check without being unpacked again.
+    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls), 'full');
+    expect(calls).toEqual(['unpack', 'unpack']);
   });
 });
 

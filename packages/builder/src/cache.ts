@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile, readdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
+import type { FrameCache } from '@mkinitrd-pkg/packer';
 
 /** Bump when what a cached root contains (or how it is made) changes (13, issue 13's number so that concurrent branches' bumps do not share entries in one cache: the emergency shell drop-ins moved out of the cached root, they are per image). */
 export const ROOT_CACHE_FORMAT = 13;
@@ -118,15 +119,19 @@ export interface VerifiedMeta {
   statDigest?: string;
 }
 
+/** How cached trees are checked before use: 'quick' (the stat digest first) or 'full' (always the content: --verify-cache). */
+export type VerifyMode = 'quick' | 'full';
+
 /**
  * Is the tree at `root` still what `meta` recorded? The stat digest is the fast path;
- * when it differs (a copy, a CI cache restore, hard links made from it), the content
- * digest decides, and a match refreshes the stat digest in `metaPath`.
+ * when it differs (a copy, a CI cache restore, hard links made from it), or with 'full'
+ * (damage no inode field shows: bit rot, a forged meta.json), the content digest
+ * decides, and a match refreshes the stat digest in `metaPath`.
  */
-async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string): Promise<boolean> {
+async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string, mode: VerifyMode = 'quick'): Promise<boolean> {
   try {
     const quick = statDigest(root);
-    if (meta.statDigest !== undefined && quick === meta.statDigest) return true;
+    if (mode === 'quick' && meta.statDigest !== undefined && quick === meta.statDigest) return true;
     if (treeDigest(root) !== meta.treeDigest) return false;
     const updated = { ...meta, statDigest: statDigest(root) };
     const temp = join(metaPath, '..', temporaryName('meta.json'));
@@ -142,12 +147,12 @@ async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string): P
  * A cached installroot, or undefined. An entry that is incomplete, of another format,
  * or whose tree no longer matches its recorded digest is removed and never used.
  */
-export async function lookupRoot(cacheDir: string, key: string, logger: Logger): Promise<RootCacheEntry | undefined> {
+export async function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
   const dir = entryDir(cacheDir, key);
   const meta = await readEntryMeta<RootCacheMeta>(dir, logger);
   if (!meta) return undefined;
   const root = join(dir, 'root');
-  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json')));
+  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
   if (!ok) {
     logger.warn({ dir }, 'cache entry does not match its digest; rebuilding it');
     await rm(dir, { recursive: true, force: true });
@@ -225,6 +230,77 @@ export const KERNEL_CACHE_DIR = 'staged-kernels';
 /** Where verified tools roots live (build tools unpacked from packages: tools.ts). */
 export const TOOLS_CACHE_DIR = 'tools';
 
+/** Where compressed frames of images live (packer FrameCache, content-addressed). */
+export const FRAMES_CACHE_DIR = 'frames';
+
+/** A frame not used for this long is removed by the next build (frames of old installroots). */
+const FRAME_MAX_AGE_MS = 14 * 24 * 60 * 60 * 1000;
+
+const FRAME_DIGEST_BYTES = 32;
+
+/**
+ * The packer's frame store under CACHE/frames/KEY (KEY: the digest of the frame's
+ * uncompressed bytes, compressor and level, pack.ts frameKey). Each file is the sha256
+ * of the compressed frame, then the frame; every read checks it (≈10 ms for the 20 MB of
+ * a generic image's base), so a damaged or truncated frame is removed and compressed
+ * again, never copied into an image. Written under a temporary name, then renamed. A
+ * failure to store (a full disk) costs the next build time, not this build: a warning.
+ */
+export function frameStore(cacheDir: string, logger: Logger): FrameCache {
+  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  let made = false;
+  return {
+    async get(key) {
+      if (!/^[0-9a-f]{64}$/.test(key)) return undefined;
+      const path = join(dir, key);
+      let data: Buffer;
+      try {
+        data = await readFile(path);
+      } catch {
+        return undefined;
+      }
+      const frame = data.subarray(FRAME_DIGEST_BYTES);
+      if (data.length <= FRAME_DIGEST_BYTES || !createHash('sha256').update(frame).digest().equals(data.subarray(0, FRAME_DIGEST_BYTES))) {
+        logger.warn({ path }, 'cached frame does not match its digest; compressing it again');
+        await rm(path, { force: true });
+        return undefined;
+      }
+      // Its mtime says when it was last used (pruneFrames).
+      const now = new Date();
+      await utimes(path, now, now).catch(() => undefined);
+      return frame;
+    },
+    async put(key, frame) {
+      if (!/^[0-9a-f]{64}$/.test(key)) return;
+      const temp = join(dir, temporaryName(key));
+      try {
+        if (!made) await mkdir(dir, { recursive: true });
+        made = true;
+        await writeFile(temp, Buffer.concat([createHash('sha256').update(frame).digest(), frame]));
+        await rename(temp, join(dir, key));
+      } catch (error) {
+        await rm(temp, { force: true }).catch(() => undefined);
+        logger.warn({ path: join(dir, key) }, `cannot store a compressed frame: ${(error as Error).message}`);
+      }
+    },
+  };
+}
+
+/** Remove frames unused for FRAME_MAX_AGE_MS (a new installroot leaves the old one's behind). */
+export async function pruneFrames(cacheDir: string, now = Date.now()): Promise<number> {
+  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  let removed = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{64}$/.test(name)) continue;
+    const st = await stat(join(dir, name)).catch(() => undefined);
+    if (st && now - st.mtimeMs > FRAME_MAX_AGE_MS) {
+      await rm(join(dir, name), { force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
+
 interface StagedMeta extends VerifiedMeta {
   format: number;
   name: string;
@@ -244,6 +320,7 @@ export async function stageVerified(
   indexKey: string | undefined,
   logger: Logger,
   produce: (fill: (name: string) => Promise<string | undefined>) => Promise<void>,
+  mode: VerifyMode = 'quick',
 ): Promise<string> {
   const base = join(cacheDir, kind);
   const indexPath = indexKey ? join(base, 'index', indexKey) : undefined;
@@ -252,7 +329,7 @@ export async function stageVerified(
     const dir = join(base, name);
     const meta = await readEntryMeta<StagedMeta>(dir, logger);
     if (!meta) return false;
-    if (meta.format === KERNEL_CACHE_FORMAT && meta.name === name && (await verifyTree(join(dir, 'root'), meta, join(dir, 'meta.json')))) return true;
+    if (meta.format === KERNEL_CACHE_FORMAT && meta.name === name && (await verifyTree(join(dir, 'root'), meta, join(dir, 'meta.json'), mode))) return true;
     logger.warn({ dir }, 'cached staging tree does not match its digest; unpacking it again');
     await rm(dir, { recursive: true, force: true });
     return false;
@@ -299,7 +376,7 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), TOOLS_CACHE_DIR, join(TOOLS_CACHE_DIR, 'index'), 'metadata']) {
+  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), TOOLS_CACHE_DIR, join(TOOLS_CACHE_DIR, 'index'), 'metadata', FRAMES_CACHE_DIR]) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
@@ -364,7 +441,7 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
   }
   try {
-    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, 'work', 'metadata', 'sysext'];
+    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, FRAMES_CACHE_DIR, 'work', 'metadata', 'sysext'];
     // TODO(#15): derive from common's PACKAGE_MANAGERS (cacheDir of each entry) with the cache layout work.
     if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { UserError, type Logger, type ToolsRoot } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { checkToolsRoot, createResolver, toolsTreeConfig, unpackToolsRoot, type InstalledPackage } from '@mkinitrd-pkg/resolver';
-import { stageVerified, TOOLS_CACHE_DIR } from './cache.js';
+import { stageVerified, TOOLS_CACHE_DIR, type VerifyMode } from './cache.js';
 import { repositoryMetadataDigest } from './metadata.js';
 
 /** What the manifest records about the tools a build ran. */
@@ -46,6 +46,8 @@ export async function prepareTools(o: {
   refresh?: boolean | undefined;
   presetDirs?: string[];
   dropInDirs?: string[];
+  /** 'full': check the cached tools root's content even when its stat digest matches (--verify-cache). */
+  verify?: VerifyMode;
   logger: Logger;
 }): Promise<PreparedTools> {
   const { cacheDir, logger } = o;
@@ -70,7 +72,7 @@ export async function prepareTools(o: {
     await writeFile(join(target, PACKAGES_FILE), JSON.stringify(unpacked, null, 2) + '\n', { mode: 0o644 });
     const checked = await checkToolsRoot(target);
     logger.info({ packages: unpacked.length, tools: checked.length, release: `${tools.distribution} ${tools.release}` }, 'tools root unpacked');
-  });
+  }, o.verify);
   const packages = unpacked ?? (JSON.parse(await readFile(join(root, PACKAGES_FILE), 'utf8').catch(() => 'null')) as InstalledPackage[] | null);
   if (!packages) throw new UserError('CACHE', `the tools root ${root} has no package list`, { hint: 'mkinitrd-pkg cache clean, then build again' });
   return {

@@ -3,6 +3,7 @@
  * lib/decompress.c picks the decompressor by magic), and how we produce and detect them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { UserError, childEnvironment, resolveToolSync } from '@mkinitrd-pkg/common';
 
@@ -128,6 +129,36 @@ export async function zstdCompress(data: Buffer, level: number): Promise<Buffer>
   } catch (error) {
     throw new Error(`zstd: ${(error as Error).message}`);
   }
+}
+
+/**
+ * Which compressor (and version) makes the frames of `compression`: part of a cached
+ * frame's key (pack.ts frameKey), so an upgrade or the other zstd never reuses frames.
+ * Programs are named by their resolved path, size and mtime (a package upgrade changes them).
+ */
+export function compressorIdentity(compression: Compression): string {
+  if (compression === 'gzip') return `zlib ${process.versions.zlib}`;
+  if (compression === 'zstd' && loadZstdBinding()) {
+    const require = createRequire(import.meta.url);
+    let version = 'unknown';
+    try {
+      version = (require('@mongodb-js/zstd/package.json') as { version: string }).version;
+    } catch {
+      // an exports map may hide package.json; the binding's file then names it
+      version = require.resolve('@mongodb-js/zstd/bindings.js');
+    }
+    return `@mongodb-js/zstd ${version}`;
+  }
+  if (compression === 'none') return 'none';
+  const tool = resolveToolSync(compression);
+  let id = tool.path;
+  try {
+    const st = statSync(tool.path);
+    id += ` ${st.size} ${st.mtimeMs}`;
+  } catch {
+    // resolveToolSync found it; a vanished file fails the compression itself
+  }
+  return `${id} ${compressorCommand(compression as Exclude<Compression, 'none' | 'gzip'>, 0)[1].join(' ')}`;
 }
 
 /** Whether zstd runs in-process (false: through the zstd program). */

@@ -1,5 +1,5 @@
-export { packTree, DEFAULT_CHUNK_SIZE } from './pack.js';
-export type { PackOptions, PackResult, PackSegment } from './pack.js';
+export { packTree, DEFAULT_CHUNK_SIZE, frameKey, FRAME_CACHE_FORMAT } from './pack.js';
+export type { PackOptions, PackResult, PackSegment, FrameCache } from './pack.js';
 export { scanTree, entryFromStat } from './scan.js';
 export type { ScanOptions, ScanResult, PackEntry, StatLike, OwnerPolicy } from './scan.js';
 export { COMPRESSIONS, DEFAULT_LEVELS, resolveLevel, detectFormat } from './compress.js';

@@ -21,14 +21,39 @@
  *    in-process zstd binding only compresses whole buffers); without a `zstd` program such
  *    a frame is compressed in memory, with a warning.
  */
+import { createHash } from 'node:crypto';
 import { fdatasync, fstatSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { UserError, withAtomicOutput, getLogger, type Logger } from '@mkinitrd-pkg/common';
 import { minorGc } from './gc.js';
-import { compressorCommand, externalCompress, gzipCompress, resolveLevel, spawnFilter, zstdCompress, type Compression } from './compress.js';
+import { compressorCommand, compressorIdentity, externalCompress, gzipCompress, resolveLevel, spawnFilter, zstdCompress, type Compression } from './compress.js';
 import { U32_MAX } from './newc.js';
 import { scanTree, displayName, type PackEntry, type ScanOptions, type ScanResult } from './scan.js';
-import { ArchiveFiller, MIN_FILL_BUFFER, planChunks, type Chunk } from './writer.js';
+import { ArchiveFiller, MIN_FILL_BUFFER, planLayeredChunks, type Chunk } from './writer.js';
+
+/**
+ * Where compressed frames of the base layer are kept between runs, by the digest of
+ * everything that decides their bytes (frameKey). The store checks what it returns
+ * (builder/src/cache.ts: a damaged frame is dropped, never used); `put` failures are
+ * the store's business (a full cache disk must not fail a build).
+ */
+export interface FrameCache {
+  get(key: string): Promise<Buffer | undefined>;
+  put(key: string, frame: Buffer): Promise<void>;
+}
+
+/** Bump when the bytes of a frame for the same input could change (the key's format). */
+export const FRAME_CACHE_FORMAT = 1;
+
+/**
+ * The key of one compressed frame: its uncompressed bytes (the newc members, headers and
+ * data: everything the frame holds), the compressor and its version, the level, and the
+ * format. Content-addressed, so a hit is by construction the frame a compression would
+ * give: an image built with cached frames is byte-identical to one built without.
+ */
+export function frameKey(compressor: string, level: number, data: Buffer): string {
+  return createHash('sha256').update(`mkinitrd-pkg frame ${FRAME_CACHE_FORMAT}\0${compressor}\0${level}\0`).update(data).digest('hex');
+}
 
 export interface PackOptions extends ScanOptions {
   /** The directory to pack (a symlink here is resolved once; inside the tree never followed). */
@@ -48,6 +73,12 @@ export interface PackOptions extends ScanOptions {
   /** Frames compressed at once; default: the number of CPUs, fewer at high zstd levels (memory). */
   parallelism?: number;
   logger?: Logger;
+  /**
+   * Reuse compressed frames from this store, and fill it: the base layer's frames (see
+   * ScanOptions.lateNames) for every kernel, a kernel part's frames when the same kernel
+   * is built again. Only frames compressed from memory (zstd, gzip, lz4) are cached.
+   */
+  frameCache?: FrameCache;
   /** Called with (bytes of archive produced, total) as packing proceeds. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -80,6 +111,8 @@ export interface PackResult {
   /** Regular file and symlink data bytes in the main tree. */
   dataBytes: number;
   segments: PackSegment[];
+  /** Frames taken from PackOptions.frameCache, and frames compressed (and stored). */
+  frameCache?: { hits: number; stored: number };
 }
 
 /**
@@ -174,6 +207,7 @@ export async function packTree(options: PackOptions): Promise<PackResult> {
   const scanOptions: ScanOptions = {};
   if (options.owner !== undefined) scanOptions.owner = options.owner;
   if (options.sourceDateEpoch !== undefined) scanOptions.sourceDateEpoch = options.sourceDateEpoch;
+  if (options.lateNames !== undefined) scanOptions.lateNames = options.lateNames;
   // Scan before creating the output, so an output inside the tree is never packed half-written.
   const microcode = options.microcode !== undefined ? scanTree(options.microcode, scanOptions) : undefined;
   let main: ScanResult;
@@ -202,13 +236,13 @@ async function packScanned(options: PackOptions, main: ScanResult, microcode: Sc
     async (out) => {
       const fd = out.handle.fd;
       const early = new EarlySync(fd);
-      let written: { segments: PackSegment[]; mainOffset: number; frames: number };
+      let written: { segments: PackSegment[]; mainOffset: number; frames: number; frameCache?: { hits: number; stored: number } };
       try {
         written = await writeImage(fd, main, microcode, { ...options, compression, level, logger }, progress, early);
       } finally {
         await early.settle();
       }
-      const { segments, mainOffset, frames } = written;
+      const { segments, mainOffset, frames, frameCache } = written;
       const size = fstatSync(fd).size;
       segments.push(segment(mainOffset, size - mainOffset, compression, 'main', frames, main));
       const result: PackResult = {
@@ -219,6 +253,7 @@ async function packScanned(options: PackOptions, main: ScanResult, microcode: Sc
         entries: main.entries.length,
         dataBytes: main.dataBytes,
         segments,
+        ...(frameCache && { frameCache }),
       };
       logger.debug({ ...result, segments: undefined }, 'packed image');
       return result;
@@ -235,7 +270,7 @@ async function writeImage(
   options: PackOptions & { compression: Compression; level: number; logger: Logger },
   progress: ProgressTracker,
   early: EarlySync,
-): Promise<{ segments: PackSegment[]; mainOffset: number; frames: number }> {
+): Promise<{ segments: PackSegment[]; mainOffset: number; frames: number; frameCache?: { hits: number; stored: number } }> {
   const { compression, level, logger } = options;
   const segments: PackSegment[] = [];
   let mainOffset = 0;
@@ -257,10 +292,11 @@ async function writeImage(
     return { segments, mainOffset, frames: 1 };
   }
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const chunks = planChunks(main.entries, chunkSize);
+  const { chunks } = planLayeredChunks(main.entries, chunkSize, main.baseCount);
   const parallelism = options.parallelism ?? defaultParallelism(compression, level);
-  await writeChunked(fd, main, chunks, { compression, level, chunkSize, parallelism, logger, early }, progress);
-  return { segments, mainOffset, frames: chunks.length };
+  const cache = options.frameCache ? { store: options.frameCache, compressor: compressorIdentity(compression), hits: 0, stored: 0 } : undefined;
+  await writeChunked(fd, main, chunks, { compression, level, chunkSize, parallelism, logger, early, cache }, progress);
+  return { segments, mainOffset, frames: chunks.length, ...(cache && { frameCache: { hits: cache.hits, stored: cache.stored } }) };
 }
 
 function segment(offset: number, size: number, compression: Compression, role: PackSegment['role'], frames: number, scan: ScanResult): PackSegment {
@@ -354,6 +390,8 @@ interface ChunkOptions {
   parallelism: number;
   logger: Logger;
   early: EarlySync;
+  /** Frames compressed from memory are looked up in and stored to `store` (counted in hits/stored). */
+  cache: { store: FrameCache; compressor: string; hits: number; stored: number } | undefined;
 }
 
 /**
@@ -414,7 +452,22 @@ async function writeChunked(fd: number, tree: ScanResult, chunks: Chunk[], optio
       const filler = new ArchiveFiller(tree.entries, chunk.start, chunk.end, chunk.trailer, tree.walker);
       const n = filler.fill(view, 0);
       if (n !== chunk.bytes || !filler.done) throw new Error(`packer: chunk size mismatch (${n} of ${chunk.bytes} bytes)`);
-      const result = compress(view, level);
+      let result: Promise<Buffer>;
+      const cache = options.cache;
+      if (cache) {
+        const key = frameKey(cache.compressor, level, view);
+        const hit = await cache.store.get(key);
+        if (hit) {
+          cache.hits++;
+          result = Promise.resolve(hit);
+        } else {
+          result = compress(view, level).then(async (out) => {
+            await cache.store.put(key, out);
+            cache.stored++;
+            return out;
+          });
+        }
+      } else result = compress(view, level);
       result.catch(() => undefined);
       queue.push({ result, buffer, bytes: chunk.bytes });
       inFlight += chunk.bytes;

@@ -17,6 +17,16 @@ export interface ScanOptions {
   owner?: OwnerPolicy;
   /** Clamp every mtime to this (seconds since the epoch), as reproducible-builds.org asks. */
   sourceDateEpoch?: number;
+  /**
+   * Names (relative, no slash at either end) whose entries and subtrees form the late
+   * layer: the archive holds every other entry first (the base layer, in name order),
+   * then these (in name order). Inode numbers follow that order, so the base layer's
+   * bytes depend on the base entries only, and its compressed frames can be reused
+   * for another late layer (another kernel's modules). Parents still come before
+   * children, which is all the kernel needs (init/initramfs.c creates each entry in a
+   * directory that must exist).
+   */
+  lateNames?: readonly string[];
 }
 
 /** One archive member, ready to be written. Names and link targets are binary strings (latin1). */
@@ -129,6 +139,8 @@ export interface ScanResult {
   archiveBytes: number;
   /** Data bytes (regular files and symlink targets). */
   dataBytes: number;
+  /** Entries [0, baseCount) are the base layer, the rest the late layer (ScanOptions.lateNames). */
+  baseCount: number;
 }
 
 function ioError(what: string, error: unknown): UserError {
@@ -241,6 +253,7 @@ function scanFrom(walker: DirWalker, realRoot: string, options: ScanOptions): Sc
     for (const level of stack) if (level.fd !== walker.rootFd) closeSync(level.fd);
   }
   entries.sort(compareNames);
+  const baseCount = layerEntries(entries, options.lateNames ?? []);
   finishEntries(entries, [...links.values()]);
   let archiveBytes = 0;
   let dataBytes = 0;
@@ -248,7 +261,25 @@ function scanFrom(walker: DirWalker, realRoot: string, options: ScanOptions): Sc
     archiveBytes += memberSize(e.name.length, e.size);
     dataBytes += e.size;
   }
-  return { root: realRoot, walker, entries, archiveBytes: archiveBytes + memberSize(10, 0), dataBytes };
+  return { root: realRoot, walker, entries, archiveBytes: archiveBytes + memberSize(10, 0), dataBytes, baseCount };
+}
+
+/**
+ * Reorder name-sorted `entries` in place into the base layer, then the late layer
+ * (entries named in `lateNames` or below them), each still in name order; returns the
+ * base layer's length. A late name's parents stay in the base layer (or are late
+ * themselves), so parents still precede children.
+ */
+export function layerEntries(entries: PackEntry[], lateNames: readonly string[]): number {
+  if (lateNames.length === 0) return entries.length;
+  const names = lateNames.map((n) => Buffer.from(n.replace(/^\/+|\/+$/g, ''), 'utf8').toString('latin1')).filter((n) => n !== '');
+  const isLate = (name: string) => names.some((n) => name === n || (name.length > n.length && name.startsWith(n) && name[n.length] === '/'));
+  const base: PackEntry[] = [];
+  const late: PackEntry[] = [];
+  for (const e of entries) (isLate(e.name) ? late : base).push(e);
+  entries.length = 0;
+  entries.push(...base, ...late);
+  return base.length;
 }
 
 /** Bytewise order of binary-string names (latin1 code units are the bytes). */
@@ -257,15 +288,18 @@ export function compareNames(a: { name: string }, b: { name: string }): number {
 }
 
 /**
- * Given members sorted by name and the hard-link groups among them: assign inode numbers
- * in name order (a group shares the number of its first member), set nlink to the group
- * size (2 + subdirectories for directories), and move a group's data onto its last member.
+ * Given members in archive order (name order, or layered: layerEntries) and the hard-link
+ * groups among them: assign inode numbers in archive order (a group shares the number of
+ * its first member), set nlink to the group size (2 + subdirectories for directories),
+ * and move a group's data onto its last member.
  */
 export function finishEntries(entries: PackEntry[], groups: PackEntry[][]): void {
   const groupOf = new Map<PackEntry, PackEntry[]>();
+  const position = new Map<PackEntry, number>();
+  if (groups.some((g) => g.length > 1)) entries.forEach((e, i) => position.set(e, i));
   for (const g of groups) {
     if (g.length < 2) continue;
-    g.sort(compareNames);
+    g.sort((a, b) => position.get(a)! - position.get(b)!);
     for (const e of g) groupOf.set(e, g);
   }
   const subdirs = new Map<string, number>();

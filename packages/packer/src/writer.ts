@@ -229,11 +229,11 @@ export interface Chunk {
  * exactly the uncompressed archive. A member bigger than `chunkSize` is alone in its
  * frame. The plan depends only on names and sizes, so output stays reproducible.
  */
-export function planChunks(entries: readonly PackEntry[], chunkSize: number): Chunk[] {
+export function planChunks(entries: readonly PackEntry[], chunkSize: number, from = 0, to = entries.length, trailer = true): Chunk[] {
   const chunks: Chunk[] = [];
-  let start = 0;
+  let start = from;
   let bytes = 0;
-  for (let i = 0; i < entries.length; i++) {
+  for (let i = from; i < to; i++) {
     const e = entries[i]!;
     const size = memberSize(e.name.length, e.size);
     if (bytes > 0 && bytes + size > chunkSize) {
@@ -243,11 +243,30 @@ export function planChunks(entries: readonly PackEntry[], chunkSize: number): Ch
     }
     bytes += size;
   }
+  if (!trailer) {
+    if (bytes > 0) chunks.push({ start, end: to, bytes, trailer: false });
+    return chunks;
+  }
   if (bytes > 0 && bytes + TRAILER_SIZE > chunkSize) {
-    chunks.push({ start, end: entries.length, bytes, trailer: false });
-    start = entries.length;
+    chunks.push({ start, end: to, bytes, trailer: false });
+    start = to;
     bytes = 0;
   }
-  chunks.push({ start, end: entries.length, bytes: bytes + TRAILER_SIZE, trailer: true });
+  chunks.push({ start, end: to, bytes: bytes + TRAILER_SIZE, trailer: true });
   return chunks;
+}
+
+/**
+ * Frames of a layered archive (ScanResult.baseCount): the base layer's frames never
+ * hold a late entry, so they are the same bytes whatever the late layer is (another
+ * kernel's modules) and can be reused (PackOptions.frameCache). Returns the plan and
+ * how many of its frames belong to the base layer.
+ */
+export function planLayeredChunks(entries: readonly PackEntry[], chunkSize: number, baseCount: number): { chunks: Chunk[]; baseChunks: number } {
+  if (baseCount >= entries.length || baseCount <= 0) {
+    const chunks = planChunks(entries, chunkSize);
+    return { chunks, baseChunks: baseCount <= 0 ? 0 : chunks.length };
+  }
+  const base = planChunks(entries, chunkSize, 0, baseCount, false);
+  return { chunks: [...base, ...planChunks(entries, chunkSize, baseCount, entries.length, true)], baseChunks: base.length };
 }

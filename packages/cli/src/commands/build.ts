@@ -17,6 +17,7 @@ export default class Build extends BaseCommand {
     'all-kernels': Flags.boolean({ description: 'one image per kernel found (in KernelPackage=, else in the modules root)' }),
     'no-cache': Flags.boolean({ description: 'neither use nor fill the installroot cache' }),
     refresh: Flags.boolean({ description: 'fetch repository metadata even if it is less than an hour old' }),
+    'verify-cache': Flags.boolean({ description: 'check cached trees by their content, not only by their inode metadata (a damaged entry is rebuilt)' }),
     manifest: Flags.string({ description: 'manifest path ({kver} is replaced; "" for none; default IMAGE.manifest.json)' }),
     extension: Flags.string({
       description: 'extension image (NAME.raw, from sysext build): a cpio image carries it as /var/lib/extensions/NAME.raw, a UKI gets it beside it in NAME.efi.extra.d/; repeatable',
@@ -46,6 +47,7 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
+      verifyCache: flags['verify-cache'],
       extensions: extensions.map((e) => ({ name: e.name, path: e.path })),
       ...(flags['verity-cert'] !== undefined && { verityCerts: flags['verity-cert'] }),
       ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
