@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { UserError, builtinDataPath, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
-import type { EmergencyShell } from '@mkinitrd-pkg/config';
+import type { EmergencyShell, ExtensionImagePolicy } from '@mkinitrd-pkg/config';
 
 /**
  * Files every image gets, whatever the preset (data: presets/initrd-tree/, copied into
@@ -160,4 +160,74 @@ async function readOsRelease(root: string): Promise<string> {
     }
   }
   throw new UserError('INPUT', 'the installroot has no os-release', { hint: 'the distribution base package (base-files, fedora-release) must be installed' });
+}
+
+/**
+ * ExtensionImagePolicy= as systemd.image-policy(7) strings for systemd-sysext. Extension
+ * images carry a root or a usr data partition (plus its verity and signature partitions,
+ * whose policy systemd derives from the data partition's); everything else is ignored.
+ * `verity` also admits signed images: a signature partition is always checked when present
+ * (src/shared/dissect-image.c, do_crypt_activate_verity), so it cannot weaken anything.
+ */
+export const EXTENSION_IMAGE_POLICY_STRINGS: Record<Exclude<ExtensionImagePolicy, 'open'>, string> = {
+  verity: 'root=verity+signed+absent:usr=verity+signed+absent',
+  signed: 'root=signed+absent:usr=signed+absent',
+};
+
+/** The drop-in's path in the image: after 50-mkinitrd-pkg-devices.conf of the initrd tree. */
+export const EXTENSION_POLICY_DROPIN = 'usr/lib/systemd/system/systemd-sysext.service.d/60-mkinitrd-pkg-image-policy.conf';
+
+/** systemd's version in an image root, from libsystemd-shared-NNN.so (Debian, Fedora, Ubuntu). */
+export async function systemdVersion(root: string): Promise<number | undefined> {
+  for (const dir of ['usr/lib/x86_64-linux-gnu/systemd', 'usr/lib/aarch64-linux-gnu/systemd', 'usr/lib64/systemd', 'usr/lib/systemd']) {
+    let names: string[];
+    try {
+      names = await readdir(join(root, dir));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const m = /^libsystemd-shared-(\d+)(?:[.~-][^/]*)?\.so$/.exec(name);
+      if (m) return Number(m[1]);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * ExtensionImagePolicy=verity|signed: systemd-sysext in the initrd is started with
+ * --image-policy=, so it refuses what the policy does not admit ("open" writes nothing and
+ * keeps systemd's defaults). systemd-sysext has no environment variable or config file for
+ * it (257), only the option, so the drop-in replaces ExecStart= (the unit's own command,
+ * `systemd-sysext refresh`, plus the option). An explicit policy replaces systemd's
+ * stricter default for /.extra/sysext too (sysext.c, pick_image_policy): `signed` is that
+ * default; `verity` admits there nothing more in practice, since systemd-stub hands over
+ * only images (no .roothash), so a root hash can only come from a signature partition,
+ * which is then checked. Image policies exist since systemd 254: older ones would fail on
+ * the unknown option and merge nothing, so such an image is refused at build time.
+ */
+export async function applyExtensionImagePolicy(root: string, policy: ExtensionImagePolicy): Promise<void> {
+  if (policy === 'open') return;
+  const version = await systemdVersion(root);
+  if (version === undefined || version < 254) {
+    throw new UserError('CONFIG', `ExtensionImagePolicy=${policy} needs systemd >= 254 in the image (it has ${version ?? 'no systemd'})`, {
+      hint: 'systemd-sysext before 254 has no image policy: use ExtensionImagePolicy=open there, and signed extensions with the certificate in the kernel keyring',
+    });
+  }
+  const value = EXTENSION_IMAGE_POLICY_STRINGS[policy];
+  const target = await resolveInsideRoot(root, EXTENSION_POLICY_DROPIN);
+  await mkdir(dirname(target), { recursive: true });
+  await rm(target, { force: true });
+  await writeFile(
+    target,
+    `# ExtensionImagePolicy=${policy} (mkinitrd-pkg): systemd-sysext merges only extension images this
+# image policy admits (systemd.image-policy(7)); any other makes the merge fail, and nothing is merged.
+[Service]
+ExecStart=
+ExecStart=systemd-sysext refresh --image-policy=${value}
+ExecReload=
+ExecReload=systemd-sysext refresh --image-policy=${value}
+`,
+    { mode: 0o644 },
+  );
 }

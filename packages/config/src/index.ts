@@ -1,7 +1,7 @@
 export { parseIniAssignments, shown } from './ini-lines.js';
 export type { Assignment } from './ini-lines.js';
-export { SCHEMA, COMPRESSIONS, OUTPUT_FORMATS, EMERGENCY_SHELLS, isPasswordHash, applyAssignments, emptyConfig, parseBoolean, lookupKey, invalidValue, PACKAGE_NAME_RE } from './schema.js';
-export type { ImageConfig, Compression, PackageManager, OutputFormat, EmergencyShell } from './schema.js';
+export { SCHEMA, COMPRESSIONS, OUTPUT_FORMATS, EMERGENCY_SHELLS, EXTENSION_IMAGE_POLICIES, isPasswordHash, applyAssignments, emptyConfig, parseBoolean, lookupKey, invalidValue, PACKAGE_NAME_RE } from './schema.js';
+export type { ImageConfig, Compression, PackageManager, OutputFormat, EmergencyShell, ExtensionImagePolicy } from './schema.js';
 export {
   loadConfig,
   listPresets,

@@ -345,6 +345,7 @@ export function renderConfig(config: ImageConfig): string {
     ...line('EmergencyShell', config.emergencyShell),
     // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
     ...line('EmergencyShellPassword', config.emergencyShellPassword ? '(hash set)' : undefined),
+    ...line('ExtensionImagePolicy', config.extensionImagePolicy),
     '',
     '[Output]',
     ...line('CompressOutput', config.compression),

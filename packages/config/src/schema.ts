@@ -14,6 +14,16 @@ export const OUTPUT_FORMATS: readonly OutputFormat[] = ['cpio', 'uki'];
  */
 export type EmergencyShell = 'yes' | 'password' | 'no';
 export const EMERGENCY_SHELLS: readonly EmergencyShell[] = ['yes', 'password', 'no'];
+/**
+ * Which extension images the initrd's systemd-sysext accepts (systemd.image-policy(7)):
+ * open = systemd's defaults (any image in /var/lib/extensions, verified or not; only
+ * signed ones from /.extra/sysext); verity = every extension is opened through dm-verity,
+ * with a root hash the image pins (build --extension writes NAME.roothash beside it) or a
+ * signature the initrd trusts, and unprotected images are refused; signed = only signed
+ * verity images whose certificate the kernel keyring or /etc/verity.d trusts.
+ */
+export type ExtensionImagePolicy = 'open' | 'verity' | 'signed';
+export const EXTENSION_IMAGE_POLICIES: readonly ExtensionImagePolicy[] = ['open', 'verity', 'signed'];
 
 /** The resolved configuration of one image: every layer merged, every value checked. */
 export interface ImageConfig {
@@ -70,6 +80,8 @@ export interface ImageConfig {
   emergencyShell: EmergencyShell | undefined;
   /** crypt(3) hash of the emergency shell's root password (EmergencyShell=password). */
   emergencyShellPassword: string | undefined;
+  /** ExtensionImagePolicy=: what systemd-sysext in the initrd accepts (default open). */
+  extensionImagePolicy: ExtensionImagePolicy;
   /** Files read, in order of precedence (lowest first). */
   sources: string[];
 }
@@ -159,6 +171,11 @@ function parseFormat(value: string, where: Assignment): OutputFormat {
   fail(where, `unknown format "${value}"`, `use one of: ${OUTPUT_FORMATS.join(', ')}`);
 }
 
+function parseExtensionImagePolicy(value: string, where: Assignment): ExtensionImagePolicy {
+  if ((EXTENSION_IMAGE_POLICIES as readonly string[]).includes(value)) return value as ExtensionImagePolicy;
+  fail(where, `unknown extension image policy ${shown(value)}`, `use one of: ${EXTENSION_IMAGE_POLICIES.join(', ')}`);
+}
+
 function parseEmergencyShell(value: string, where: Assignment): EmergencyShell {
   const v = value.toLowerCase();
   if (['yes', 'true', '1', 'on'].includes(v)) return 'yes';
@@ -215,6 +232,7 @@ export const SCHEMA: Record<string, Record<string, KeySpec>> = {
     KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine },
     EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell },
     EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash },
+    ExtensionImagePolicy: { field: 'extensionImagePolicy', parse: parseExtensionImagePolicy },
   },
   Output: {
     CompressOutput: { field: 'compression', parse: parseCompression },
@@ -282,6 +300,7 @@ export function emptyConfig(preset: string): ImageConfig {
     secureBootCertificate: undefined,
     emergencyShell: undefined,
     emergencyShellPassword: undefined,
+    extensionImagePolicy: 'open',
     sources: [],
   };
 }
