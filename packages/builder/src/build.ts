@@ -68,8 +68,8 @@ export interface BuildExtension {
   path: string;
   sha256?: string;
   /**
-   * Unsigned images with a verity partition: the root hash (data + verity partition UUIDs)
-   * and where both partitions are. The build checks the data against it (veritysetup
+   * Images with a verity partition: the root hash (signed: from the signature partition;
+   * else the data + verity partition UUIDs) and where both partitions are. The build checks the data against it (veritysetup
    * verify) and pins it beside the image as NAME.roothash, which systemd-sysext reads
    * (verity_settings_load): the image is then opened through dm-verity.
    */
@@ -94,7 +94,7 @@ export interface ImageResult {
   signed: boolean;
   /** What the initrd's emergency shell does (EmergencyShell=, resolved). */
   emergencyShell: string;
-  /** Extension images delivered: inside the image (cpio), or beside it (UKI: NAME.efi.extra.d/); roothash: pinned beside the image as NAME.roothash (unsigned verity images). */
+  /** Extension images delivered: inside the image (cpio), or beside it (UKI: NAME.efi.extra.d/); roothash: pinned beside the image as NAME.roothash (verity images). */
   extensions: { name: string; path: string; sha256: string; roothash?: string }[];
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
@@ -519,10 +519,10 @@ async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOpt
     const dest = join(dir, `${ext.name}.raw`);
     await rm(dest, { force: true });
     await copyFile(ext.path, dest);
-    // Pin an unsigned image's root hash in the image (as trusted as the image itself): without
-    // it systemd has no root hash for an unsigned image and mounts its data partition without
-    // dm-verity (measured with 257: a flipped data byte reached the root). Checked first, so a
-    // tampered image is refused here rather than pinned.
+    // Pin the root hash in the image (as trusted as the image itself): without it systemd has
+    // no root hash for an unsigned image and mounts its data partition without dm-verity
+    // (measured with 257: a flipped data byte reached the root); a signed image's signature is
+    // still checked against it. Checked first, so a tampered image is refused here, not pinned.
     if (ext.verity) {
       await verifyVerity(dest, ext.name, ext.verity, workDir);
       // verity_settings_load (src/shared/dissect-image.c): NAME.roothash for a root data
@@ -548,12 +548,14 @@ async function verifyVerity(image: string, name: string, verity: NonNullable<Bui
   await writeFile(data, slice(verity.data));
   await writeFile(hash, slice(verity.hash));
   try {
-    const r = await run('veritysetup', ['verify', data, hash, verity.roothash], { okExitCodes: [0, 1, 2] });
-    if (r.exitCode !== 0) {
-      throw new UserError('INPUT', `extension "${name}": its data does not match its root hash ${verity.roothash.slice(0, 16)}… (veritysetup verify: ${(r.stderr || r.stdout).trim().split('\n')[0]})`, {
-        hint: 'the image was changed after sysext build made it: build it again',
-      });
-    }
+    // Exit 0: the data matches; otherwise (veritysetup: 1 wrong parameters, 2 verification
+    // failed) one line naming the image.
+    await run('veritysetup', ['verify', data, hash, verity.roothash], {
+      explainFailure: (r) =>
+        new UserError('INPUT', `extension "${name}": its data does not match its root hash ${verity.roothash.slice(0, 16)}… (veritysetup verify: ${(r.stderr || r.stdout).trim().split('\n')[0]})`, {
+          hint: 'the image was changed after sysext build made it: build it again',
+        }),
+    });
   } finally {
     await rm(data, { force: true });
     await rm(hash, { force: true });

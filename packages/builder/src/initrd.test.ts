@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { UserError } from '@mkinitrd-pkg/common';
-import { applyExtensionImagePolicy, EXTENSION_POLICY_DROPIN, systemdVersion } from './initrd.js';
+import { applyExtensionImagePolicy, EXTENSION_POLICY_CHECK, EXTENSION_POLICY_DROPIN, systemdVersion } from './initrd.js';
 
 // ExtensionImagePolicy= as the drop-in systemd-sysext runs with (issue 11). That systemd
 // honours it is shown by boot: test/sysext-verity.test.ts.
@@ -35,15 +35,21 @@ describe('ExtensionImagePolicy= in the image', () => {
     await withSystemd(257);
     await applyExtensionImagePolicy(root, 'open');
     expect(existsSync(join(root, EXTENSION_POLICY_DROPIN))).toBe(false);
+    expect(existsSync(join(root, EXTENSION_POLICY_CHECK))).toBe(false);
     await applyExtensionImagePolicy(root, 'verity');
     const verity = await readFile(join(root, EXTENSION_POLICY_DROPIN), 'utf8');
     // ExecStart= is reset first: a second ExecStart= would run both for a oneshot.
     expect(verity).toMatch(/^ExecStart=\nExecStart=systemd-sysext refresh --image-policy=root=verity\+signed\+absent:usr=verity\+signed\+absent$/m);
     expect(verity).not.toMatch(/unprotected/);
+    // systemd's policy cannot require a root hash it knows: the check before it does.
+    expect(verity).toMatch(/^ExecStartPre=\/bin\/sh \/usr\/lib\/mkinitrd-pkg\/extension-policy-check verity$/m);
+    const check = await readFile(join(root, EXTENSION_POLICY_CHECK), 'utf8');
+    expect(check).toContain('has no pinned root hash');
+    expect(check).toContain('is a directory extension');
     await applyExtensionImagePolicy(root, 'signed');
     const signed = await readFile(join(root, EXTENSION_POLICY_DROPIN), 'utf8');
     expect(signed).toMatch(/^ExecStart=systemd-sysext refresh --image-policy=root=signed\+absent:usr=signed\+absent$/m);
-    expect(signed).toMatch(/^ExecReload=\nExecReload=systemd-sysext refresh --image-policy=root=signed\+absent:usr=signed\+absent$/m);
+    expect(signed).toMatch(/^ExecReload=\nExecReload=\/bin\/sh \/usr\/lib\/mkinitrd-pkg\/extension-policy-check signed\nExecReload=systemd-sysext refresh --image-policy=root=signed\+absent:usr=signed\+absent$/m);
   });
 
   it('refuses a policy for systemd < 254 (Debian 12\'s 252 has no --image-policy and would merge nothing)', async () => {

@@ -17,10 +17,11 @@ export const EMERGENCY_SHELLS: readonly EmergencyShell[] = ['yes', 'password', '
 /**
  * Which extension images the initrd's systemd-sysext accepts (systemd.image-policy(7)):
  * open = systemd's defaults (any image in /var/lib/extensions, verified or not; only
- * signed ones from /.extra/sysext); verity = every extension is opened through dm-verity,
- * with a root hash the image pins (build --extension writes NAME.roothash beside it) or a
- * signature the initrd trusts, and unprotected images are refused; signed = only signed
- * verity images whose certificate the kernel keyring or /etc/verity.d trusts.
+ * signed ones from /.extra/sysext); verity = every extension is opened through dm-verity
+ * with a root hash pinned beside it (build --extension writes NAME.roothash; a signed
+ * image's signature is still checked), anything else is refused; signed = only signed
+ * verity images whose certificate the kernel keyring or /etc/verity.d trusts. Both refuse
+ * directory extensions (no image policy covers them).
  */
 export type ExtensionImagePolicy = 'open' | 'verity' | 'signed';
 export const EXTENSION_IMAGE_POLICIES: readonly ExtensionImagePolicy[] = ['open', 'verity', 'signed'];

@@ -221,7 +221,8 @@ export async function checkInitrdExtension(path: string): Promise<ExtensionInfo>
 /** Text for an extension list (inspect, sysext pack). */
 export function formatExtension(info: Pick<ExtensionInfo, 'name' | 'scope' | 'verity' | 'signed' | 'bytes' | 'filesystem'> & { where?: string; pinned?: boolean }): string {
   const scope = info.scope.length ? info.scope.join(',') : 'system,portable';
-  const protection = info.signed ? 'verity, signed' : info.verity ? (info.pinned ? 'verity, unsigned, root hash pinned' : 'verity, unsigned') : 'no verity, unsigned';
+  const pinned = info.pinned ? ', root hash pinned' : '';
+  const protection = info.signed ? `verity, signed${pinned}` : info.verity ? `verity, unsigned${pinned}` : 'no verity, unsigned';
   return `${info.where ? info.where + ': ' : ''}extension "${info.name}" scope ${scope}, ${info.filesystem}, ${protection}, ${info.bytes} bytes`;
 }
 
@@ -264,6 +265,6 @@ export async function listImageExtensions(image: string): Promise<(ExtensionInfo
   }
   // A later entry of the same name replaces an earlier one (the kernel unpacks in order); a
   // pinned hash counts only if it is the image's own.
-  for (const ext of found) if (ext.verity && !ext.signed && ext.roothash && hashes.get(ext.where) === ext.roothash) ext.pinned = true;
+  for (const ext of found) if (ext.verity && ext.roothash && hashes.get(ext.where) === ext.roothash) ext.pinned = true;
   return found;
 }

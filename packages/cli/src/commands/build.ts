@@ -46,7 +46,7 @@ export default class Build extends BaseCommand {
       useCache: !flags['no-cache'],
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
-      extensions: extensions.map((e) => ({ name: e.name, path: e.path, ...(e.verity && !e.signed && e.roothash && { verity: verityLayout(e.roothash, e.partitions) }) })),
+      extensions: extensions.map((e) => ({ name: e.name, path: e.path, ...(e.verity && e.roothash && { verity: verityLayout(e.roothash, e.partitions) }) })),
       ...(flags['verity-cert'] !== undefined && { verityCerts: flags['verity-cert'] }),
       ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
       logger: this.logger,
@@ -57,8 +57,9 @@ export default class Build extends BaseCommand {
 }
 
 /**
- * An unsigned verity image's root hash and partitions, for the builder to check and pin (a
- * signed image carries its root hash in its signature partition, which systemd checks).
+ * A verity image's root hash and partitions, for the builder to check and pin. A signed
+ * image's root hash (from its signature partition, matched with the partition UUIDs) is
+ * pinned too: systemd still loads and checks the signature for it.
  */
 function verityLayout(roothash: string, partitions: { role: string; offset: number; size: number }[]): BuildExtension['verity'] {
   const data = partitions.find((p) => p.role === 'root' || p.role === 'usr');
