@@ -93,6 +93,7 @@ describe('unsigned verity extensions: pinned root hash, ExtensionImagePolicy=ver
       expect(merged).toMatch(/LVM-ON-USR-42/);
       // The data partition is a dm-verity device: "0 N verity 1 /dev/loopXpY /dev/loopXpZ 4096 4096 …".
       expect(merged).toMatch(/: 0 \d+ verity 1 \S+ \S+ 4096 4096 /);
+      console.log(`pinned: ${merged.split('\n').find((l) => / verity 1 /.test(l))?.trim()}`);
       // The same image without the pinned root hash (what 8a delivered, and 257 merged as a
       // plain image before; systemd's own --image-policy=root=verity… still admits it, since it
       // rates protection by the partitions present): ExtensionImagePolicy=verity's check
