@@ -204,11 +204,12 @@ function matrix(label: string, preset: string, full: boolean, kernelFrom: 'packa
       console.log(`8c untrusted: ${why}`);
     }, 1_500_000);
 
-    // No 8a/8b here: an *unsigned* extension with a verity partition is mounted without
-    // dm-verity by systemd-sysext (257: no trusted root hash without a signature), so a
-    // flipped data byte is not refused: measured, the tampered copy booted to the root.
-    // Verity is enforced for signed extensions: case 8c (a device-mapper verity table,
-    // and an untrusted signer refused with "Required key not available").
+    // No 8a/8b here: an *unsigned* extension delivered as a second initrd has no root hash
+    // systemd can use, so systemd-sysext (257) mounts it without dm-verity (measured: a
+    // flipped data byte booted to the root). build --extension pins the root hash, which
+    // opens it through dm-verity (7a does so), and ExtensionImagePolicy=verity refuses
+    // unpinned images: both shown by boot in test/sysext-verity.test.ts. Signed extensions:
+    // case 8c (a device-mapper verity table, an untrusted signer refused).
   });
 }
 

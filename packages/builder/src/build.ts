@@ -9,7 +9,7 @@ import { findKernelVersions, installKernelModules, runDepmod } from '@mkinitrd-p
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
-import { applyEmergencyShell, installInitrdTree, makeInitrdRoot } from './initrd.js';
+import { applyEmergencyShell, applyExtensionImagePolicy, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
 import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
 import { sizeByDirectory } from './tree.js';
@@ -55,7 +55,7 @@ export interface BuildOptions {
    * image carries them as /var/lib/extensions/NAME.raw (see EXTENSION_TARGETS for why
    * there); a UKI gets them beside it, in NAME.efi.extra.d/, where systemd-stub finds them.
    */
-  extensions?: { name: string; path: string; sha256?: string }[];
+  extensions?: BuildExtension[];
   /**
    * X.509 certificates (PEM) the initrd trusts for signed extension images, installed as
    * /etc/verity.d/NAME.crt: systemd >= 256 verifies a signed image's PKCS#7 against them
@@ -65,6 +65,20 @@ export interface BuildOptions {
    * systemd-stub puts them, and 257's image policy wants signed images) be merged.
    */
   verityCerts?: string[];
+}
+
+/** An extension image to carry (see BuildOptions.extensions). */
+export interface BuildExtension {
+  name: string;
+  path: string;
+  sha256?: string;
+  /**
+   * Images with a verity partition: the root hash (signed: from the signature partition;
+   * else the data + verity partition UUIDs) and where both partitions are. The build checks the data against it (veritysetup
+   * verify) and pins it beside the image as NAME.roothash, which systemd-sysext reads
+   * (verity_settings_load): the image is then opened through dm-verity.
+   */
+  verity?: { roothash: string; designator: 'root' | 'usr'; data: { offset: number; size: number }; hash: { offset: number; size: number } };
 }
 
 export interface ImageResult {
@@ -85,8 +99,8 @@ export interface ImageResult {
   signed: boolean;
   /** What the initrd's emergency shell does (EmergencyShell=, resolved). */
   emergencyShell: string;
-  /** Extension images delivered: inside the image (cpio), or beside it (UKI: NAME.efi.extra.d/). */
-  extensions: { name: string; path: string; sha256: string }[];
+  /** Extension images delivered: inside the image (cpio), or beside it (UKI: NAME.efi.extra.d/); roothash: pinned beside the image as NAME.roothash (verity images). */
+  extensions: { name: string; path: string; sha256: string; roothash?: string }[];
   /** Where the kernel image was written (--kernel-output), if asked for. */
   kernelImagePath: string | undefined;
   /** Compressed frames taken from the cache, and compressed (stored); undefined without the cache. */
@@ -405,7 +419,8 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
           await installInitrdTree(imageRoot);
           // A UKI's extensions go beside it (systemd-stub hands them over as /.extra/sysext);
           // a plain image carries them.
-          let extensions = stub ? [] : await addExtensions(imageRoot, options.extensions ?? []);
+          let extensions = stub ? [] : await addExtensions(imageRoot, options.extensions ?? [], join(workDir, `verity-${kernel.kernelVersion}`));
+          await applyExtensionImagePolicy(imageRoot, config.extensionImagePolicy);
           await addVerityCerts(imageRoot, options.verityCerts ?? []);
           const missingReason = missingFirmwareReason(config, kernel, modules.missingFirmware.length);
           progress.update(`packing ${basename(output)}`);
@@ -533,7 +548,7 @@ export async function buildInitrd(options: BuildOptions): Promise<BuildResult> {
  * boot loader's (systemd-stub's) place and is refused for unsigned images by 257's image
  * policy and ignored by 252. The image root is this build's own copy (never the cache's).
  */
-async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOptions['extensions']>): Promise<{ name: string; path: string; sha256: string }[]> {
+async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOptions['extensions']>, workDir: string): Promise<{ name: string; path: string; sha256: string; roothash?: string }[]> {
   if (extensions.length === 0) return [];
   const dir = join(imageRoot, 'var/lib/extensions');
   await mkdir(dir, { recursive: true, mode: 0o755 });
@@ -542,9 +557,47 @@ async function addExtensions(imageRoot: string, extensions: NonNullable<BuildOpt
     const dest = join(dir, `${ext.name}.raw`);
     await rm(dest, { force: true });
     await copyFile(ext.path, dest);
-    out.push({ name: ext.name, path: `/var/lib/extensions/${ext.name}.raw`, sha256: ext.sha256 ?? (await sha256File(dest)) });
+    // Pin the root hash in the image (as trusted as the image itself): without it systemd has
+    // no root hash for an unsigned image and mounts its data partition without dm-verity
+    // (measured with 257: a flipped data byte reached the root); a signed image's signature is
+    // still checked against it. Checked first, so a tampered image is refused here, not pinned.
+    if (ext.verity) {
+      await verifyVerity(dest, ext.name, ext.verity, workDir);
+      // verity_settings_load (src/shared/dissect-image.c): NAME.roothash for a root data
+      // partition, NAME.usrhash for a usr one, read beside NAME.raw.
+      await writeFile(join(dir, `${ext.name}.${ext.verity.designator === 'usr' ? 'usrhash' : 'roothash'}`), `${ext.verity.roothash}\n`, { mode: 0o644 });
+    }
+    out.push({ name: ext.name, path: `/var/lib/extensions/${ext.name}.raw`, sha256: ext.sha256 ?? (await sha256File(dest)), ...(ext.verity && { roothash: ext.verity.roothash }) });
   }
   return out;
+}
+
+/** veritysetup verify, in user space, on copies of the data and hash partitions. */
+async function verifyVerity(image: string, name: string, verity: NonNullable<BuildExtension['verity']>, workDir: string): Promise<void> {
+  if (!/^[0-9a-f]{64}$/.test(verity.roothash)) throw new UserError('INPUT', `extension "${name}": not a sha256 root hash: ${verity.roothash.slice(0, 80)}`);
+  await mkdir(workDir, { recursive: true });
+  const data = join(workDir, `${name}.data`);
+  const hash = join(workDir, `${name}.verity`);
+  const whole = await readFile(image);
+  const slice = (r: { offset: number; size: number }) => {
+    if (r.offset < 0 || r.size <= 0 || r.offset + r.size > whole.length) throw new UserError('INPUT', `extension "${name}": a partition lies outside the image`);
+    return whole.subarray(r.offset, r.offset + r.size);
+  };
+  await writeFile(data, slice(verity.data));
+  await writeFile(hash, slice(verity.hash));
+  try {
+    // Exit 0: the data matches; otherwise (veritysetup: 1 wrong parameters, 2 verification
+    // failed) one line naming the image.
+    await run('veritysetup', ['verify', data, hash, verity.roothash], {
+      explainFailure: (r) =>
+        new UserError('INPUT', `extension "${name}": its data does not match its root hash ${verity.roothash.slice(0, 16)}… (veritysetup verify: ${(r.stderr || r.stdout).trim().split('\n')[0]})`, {
+          hint: 'the image was changed after sysext build made it: build it again',
+        }),
+    });
+  } finally {
+    await rm(data, { force: true });
+    await rm(hash, { force: true });
+  }
 }
 
 async function addVerityCerts(imageRoot: string, certs: string[]): Promise<void> {

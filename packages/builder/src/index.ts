@@ -1,5 +1,5 @@
 export { buildInitrd, outputPathFor, sha256File, kernelModulePackageFilter } from './build.js';
-export type { BuildOptions, BuildResult, ImageResult, PhaseTiming } from './build.js';
+export type { BuildOptions, BuildExtension, BuildResult, ImageResult, PhaseTiming } from './build.js';
 export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
 export { cleanCache, treeDigest, ROOT_CACHE_FORMAT } from './cache.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile, lstat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { UserError, builtinDataPath, pathExists, resolveInsideRoot } from '@mkinitrd-pkg/common';
-import type { EmergencyShell } from '@mkinitrd-pkg/config';
+import type { EmergencyShell, ExtensionImagePolicy } from '@mkinitrd-pkg/config';
 
 /**
  * Files every image gets, whatever the preset (data: presets/initrd-tree/, copied into
@@ -160,4 +160,127 @@ async function readOsRelease(root: string): Promise<string> {
     }
   }
   throw new UserError('INPUT', 'the installroot has no os-release', { hint: 'the distribution base package (base-files, fedora-release) must be installed' });
+}
+
+/**
+ * ExtensionImagePolicy= as systemd.image-policy(7) strings for systemd-sysext. Extension
+ * images carry a root or a usr data partition (plus its verity and signature partitions,
+ * whose policy systemd derives from the data partition's); everything else is ignored.
+ */
+export const EXTENSION_IMAGE_POLICY_STRINGS: Record<Exclude<ExtensionImagePolicy, 'open'>, string> = {
+  verity: 'root=verity+signed+absent:usr=verity+signed+absent',
+  signed: 'root=signed+absent:usr=signed+absent',
+};
+
+/** The drop-in's path in the image: after 50-mkinitrd-pkg-devices.conf of the initrd tree. */
+export const EXTENSION_POLICY_DROPIN = 'usr/lib/systemd/system/systemd-sysext.service.d/60-mkinitrd-pkg-image-policy.conf';
+/** The check the drop-in runs first (ExecStartPre=). */
+export const EXTENSION_POLICY_CHECK = 'usr/lib/mkinitrd-pkg/extension-policy-check';
+
+/**
+ * What systemd's image policy cannot say, checked before systemd-sysext runs:
+ * - systemd rates an image's protection by the partitions it has, not by the root hash it
+ *   knows (src/shared/dissect-image.c, dissect_image: a verity partition counts as "verity"),
+ *   and without a root hash it mounts the data partition without dm-verity. Measured with
+ *   257: an unsigned image with a verity partition and no pinned hash passed
+ *   `--image-policy=root=verity+…` and was merged without a verity target. So `verity`
+ *   also requires the root hash pinned beside each image (NAME.roothash / NAME.usrhash);
+ * - directory extensions are bind-mounted with no policy at all (sysext.c, IMAGE_DIRECTORY),
+ *   so both policies refuse them.
+ * Any finding refuses every extension, as systemd-sysext does for an image its policy
+ * refuses: a half-merged /usr is worse than none.
+ */
+export const EXTENSION_POLICY_CHECK_SCRIPT = `#!/bin/sh
+# ExtensionImagePolicy=$1 (mkinitrd-pkg): run by systemd-sysext.service (ExecStartPre=) before
+# the merge; see the builder (packages/builder/src/initrd.ts) for why each check exists.
+policy="$1"
+refused=0
+for dir in /etc/extensions /run/extensions /var/lib/extensions /usr/lib/extensions /usr/local/lib/extensions /.extra/sysext; do
+  [ -d "$dir" ] || continue
+  for f in "$dir"/*; do
+    [ -e "$f" ] || continue
+    if [ -d "$f" ]; then
+      echo "mkinitrd-pkg: $f is a directory extension, which no image policy covers: ExtensionImagePolicy=$policy refuses it" >&2
+      refused=1
+      continue
+    fi
+    case "$f" in
+      *.raw) ;;
+      *) continue ;;
+    esac
+    if [ "$policy" = verity ]; then
+      base="\${f%.raw}"
+      if [ ! -s "$base.roothash" ] && [ ! -s "$base.usrhash" ]; then
+        echo "mkinitrd-pkg: $f has no pinned root hash ($base.roothash): ExtensionImagePolicy=verity refuses it" >&2
+        refused=1
+      fi
+    fi
+  done
+done
+if [ "$refused" != 0 ]; then
+  echo "mkinitrd-pkg: no extension merged (ExtensionImagePolicy=$policy)" >&2
+  exit 1
+fi
+`;
+
+/** systemd's version in an image root, from libsystemd-shared-NNN.so (Debian, Fedora, Ubuntu). */
+export async function systemdVersion(root: string): Promise<number | undefined> {
+  for (const dir of ['usr/lib/x86_64-linux-gnu/systemd', 'usr/lib/aarch64-linux-gnu/systemd', 'usr/lib64/systemd', 'usr/lib/systemd']) {
+    let names: string[];
+    try {
+      names = await readdir(join(root, dir));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const m = /^libsystemd-shared-(\d+)(?:[.~-][^/]*)?\.so$/.exec(name);
+      if (m) return Number(m[1]);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * ExtensionImagePolicy=verity|signed: systemd-sysext in the initrd is started with
+ * --image-policy= after EXTENSION_POLICY_CHECK_SCRIPT ("open" writes nothing and keeps
+ * systemd's defaults). systemd-sysext has no environment variable or config file for the
+ * policy (257), only the option, so the drop-in replaces ExecStart= (the unit's own command,
+ * `systemd-sysext refresh`, plus the option). An explicit policy also replaces systemd's
+ * stricter default for /.extra/sysext (sysext.c, pick_image_policy): `signed` is that
+ * default; under `verity` an image there needs a pinned root hash like any other, and
+ * systemd-stub hands over images only, so images from beside a UKI are refused (use
+ * `signed` for those). Image policies exist since systemd 254: older ones would fail on the
+ * unknown option and merge nothing, so such an image is refused at build time.
+ */
+export async function applyExtensionImagePolicy(root: string, policy: ExtensionImagePolicy): Promise<void> {
+  if (policy === 'open') return;
+  const version = await systemdVersion(root);
+  if (version === undefined || version < 254) {
+    throw new UserError('CONFIG', `ExtensionImagePolicy=${policy} needs systemd >= 254 in the image (it has ${version ?? 'no systemd'})`, {
+      hint: 'systemd-sysext before 254 has no image policy: use ExtensionImagePolicy=open there, and signed extensions with the certificate in the kernel keyring',
+    });
+  }
+  const value = EXTENSION_IMAGE_POLICY_STRINGS[policy];
+  const check = await resolveInsideRoot(root, EXTENSION_POLICY_CHECK);
+  await mkdir(dirname(check), { recursive: true });
+  await rm(check, { force: true });
+  await writeFile(check, EXTENSION_POLICY_CHECK_SCRIPT, { mode: 0o755 });
+  const target = await resolveInsideRoot(root, EXTENSION_POLICY_DROPIN);
+  await mkdir(dirname(target), { recursive: true });
+  await rm(target, { force: true });
+  await writeFile(
+    target,
+    `# ExtensionImagePolicy=${policy} (mkinitrd-pkg): systemd-sysext merges only extension images this
+# image policy admits (systemd.image-policy(7)), after ${'/' + EXTENSION_POLICY_CHECK} has checked what
+# the policy cannot say; any refused image makes the merge fail, and nothing is merged.
+[Service]
+ExecStartPre=/bin/sh /${EXTENSION_POLICY_CHECK} ${policy}
+ExecStart=
+ExecStart=systemd-sysext refresh --image-policy=${value}
+ExecReload=
+ExecReload=/bin/sh /${EXTENSION_POLICY_CHECK} ${policy}
+ExecReload=systemd-sysext refresh --image-policy=${value}
+`,
+    { mode: 0o644 },
+  );
 }

@@ -22,6 +22,17 @@ export type ModuleCompression = 'keep' | 'none';
 export const MODULE_COMPRESSIONS: readonly ModuleCompression[] = ['keep', 'none'];
 export type EmergencyShell = 'yes' | 'password' | 'no';
 export const EMERGENCY_SHELLS: readonly EmergencyShell[] = ['yes', 'password', 'no'];
+/**
+ * Which extension images the initrd's systemd-sysext accepts (systemd.image-policy(7)):
+ * open = systemd's defaults (any image in /var/lib/extensions, verified or not; only
+ * signed ones from /.extra/sysext); verity = every extension is opened through dm-verity
+ * with a root hash pinned beside it (build --extension writes NAME.roothash; a signed
+ * image's signature is still checked), anything else is refused; signed = only signed
+ * verity images whose certificate the kernel keyring or /etc/verity.d trusts. Both refuse
+ * directory extensions (no image policy covers them).
+ */
+export type ExtensionImagePolicy = 'open' | 'verity' | 'signed';
+export const EXTENSION_IMAGE_POLICIES: readonly ExtensionImagePolicy[] = ['open', 'verity', 'signed'];
 
 /** The resolved configuration of one image: every layer merged, every value checked. */
 export interface ImageConfig {
@@ -93,6 +104,8 @@ export interface ImageConfig {
   emergencyShell: EmergencyShell | undefined;
   /** crypt(3) hash of the emergency shell's root password (EmergencyShell=password). */
   emergencyShellPassword: string | undefined;
+  /** ExtensionImagePolicy=: what systemd-sysext in the initrd accepts (default open). */
+  extensionImagePolicy: ExtensionImagePolicy;
   /** Files read, in order of precedence (lowest first). */
   sources: string[];
 }
@@ -209,6 +222,11 @@ function parseFormat(value: string, where: Assignment): OutputFormat {
   fail(where, `unknown format "${value}"`, `use one of: ${OUTPUT_FORMATS.join(', ')}`);
 }
 
+function parseExtensionImagePolicy(value: string, where: Assignment): ExtensionImagePolicy {
+  if ((EXTENSION_IMAGE_POLICIES as readonly string[]).includes(value)) return value as ExtensionImagePolicy;
+  fail(where, `unknown extension image policy ${shown(value)}`, `use one of: ${EXTENSION_IMAGE_POLICIES.join(', ')}`);
+}
+
 function parseEmergencyShell(value: string, where: Assignment): EmergencyShell {
   const v = value.toLowerCase();
   if (['yes', 'true', '1', 'on'].includes(v)) return 'yes';
@@ -275,6 +293,7 @@ const SCHEMA_TABLE = {
     EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell, optional: true },
     // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
     EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash, optional: true, render: (v: string | undefined) => (v ? '(hash set)' : undefined) },
+    ExtensionImagePolicy: { field: 'extensionImagePolicy', parse: parseExtensionImagePolicy, default: 'open' },
   },
   Output: {
     CompressOutput: { field: 'compression', parse: parseCompression, default: 'zstd' },

@@ -6,7 +6,9 @@ import { hasCommand } from '@mkinitrd-pkg/common';
 import { formatVerity, makeFilesystem, signaturePartition } from './image.js';
 import { writeDdi, partitionName } from './ddi.js';
 import { rootHashUuids, derivedUuid } from './uuid.js';
-import { checkInitrdExtension, formatExtension, readExtensionImage } from './read.js';
+import { checkInitrdExtension, formatExtension, listImageExtensions, readExtensionImage } from './read.js';
+import { packTree } from '@mkinitrd-pkg/packer';
+import { copyFile } from 'node:fs/promises';
 
 /** Real images (mksquashfs, veritysetup, sfdisk), read back without mounting. */
 const tools = (await hasCommand('mksquashfs')) && (await hasCommand('sfdisk')) && (await hasCommand('veritysetup')) && (await hasCommand('unsquashfs'));
@@ -64,5 +66,24 @@ describe.skipIf(!tools)('reading extension images', () => {
     await writeFile(junk, Buffer.alloc(8192));
     await expect(readExtensionImage(junk)).rejects.toThrow(/not a disk image with a GPT/);
     await expect(readExtensionImage(join(dir, 'missing.raw'))).rejects.toThrow(/not found/);
+  });
+
+  it('an initrd that pins an unsigned image\'s root hash (NAME.roothash, as build --extension writes it) is listed as pinned; a wrong hash is not', async () => {
+    const raw = await image('lvm', { scope: 'initrd', verity: true });
+    const info = await readExtensionImage(raw);
+    const tree = join(dir, 'initrd-tree');
+    await mkdir(join(tree, 'var/lib/extensions'), { recursive: true });
+    await copyFile(raw, join(tree, 'var/lib/extensions/lvm.raw'));
+    await writeFile(join(tree, 'var/lib/extensions/lvm.roothash'), `${info.roothash}\n`);
+    const img = join(dir, 'pinned.cpio');
+    await packTree({ source: tree, output: img, compression: 'none', owner: 'root', sourceDateEpoch: 1700000000 });
+    const [listed] = await listImageExtensions(img);
+    expect(listed).toMatchObject({ name: 'lvm', where: '/var/lib/extensions/lvm.raw', pinned: true });
+    expect(formatExtension(listed!)).toMatch(/extension "lvm" scope initrd, squashfs, verity, unsigned, root hash pinned/);
+    await writeFile(join(tree, 'var/lib/extensions/lvm.roothash'), `${'0'.repeat(64)}\n`);
+    await packTree({ source: tree, output: img, compression: 'none', owner: 'root', sourceDateEpoch: 1700000000 });
+    const [wrong] = await listImageExtensions(img);
+    expect(wrong!.pinned).toBeUndefined();
+    expect(formatExtension(wrong!)).toMatch(/verity, unsigned, \d+ bytes$/);
   });
 });

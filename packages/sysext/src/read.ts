@@ -219,9 +219,10 @@ export async function checkInitrdExtension(path: string): Promise<ExtensionInfo>
 }
 
 /** Text for an extension list (inspect, sysext pack). */
-export function formatExtension(info: Pick<ExtensionInfo, 'name' | 'scope' | 'verity' | 'signed' | 'bytes' | 'filesystem'> & { where?: string }): string {
+export function formatExtension(info: Pick<ExtensionInfo, 'name' | 'scope' | 'verity' | 'signed' | 'bytes' | 'filesystem'> & { where?: string; pinned?: boolean }): string {
   const scope = info.scope.length ? info.scope.join(',') : 'system,portable';
-  const protection = info.signed ? 'verity, signed' : info.verity ? 'verity, unsigned' : 'no verity, unsigned';
+  const pinned = info.pinned ? ', root hash pinned' : '';
+  const protection = info.signed ? `verity, signed${pinned}` : info.verity ? `verity, unsigned${pinned}` : 'no verity, unsigned';
   return `${info.where ? info.where + ': ' : ''}extension "${info.name}" scope ${scope}, ${info.filesystem}, ${protection}, ${info.bytes} bytes`;
 }
 
@@ -231,14 +232,24 @@ export function formatExtension(info: Pick<ExtensionInfo, 'name' | 'scope' | 've
  */
 export const INITRD_EXTENSION_DIRS = ['.extra/sysext', 'var/lib/extensions', 'run/extensions', 'etc/extensions', 'usr/lib/extensions', 'usr/local/lib/extensions'];
 const EXTENSION_ENTRY = new RegExp(`^(?:\\./)?(${INITRD_EXTENSION_DIRS.map((d) => d.replaceAll('.', '\\.')).join('|')})/([^/]+\\.raw)$`);
+/** NAME.roothash / NAME.usrhash beside NAME.raw: the root hash systemd-sysext uses (build --extension pins it). */
+const ROOTHASH_ENTRY = new RegExp(`^(?:\\./)?(${INITRD_EXTENSION_DIRS.map((d) => d.replaceAll('.', '\\.')).join('|')})/([^/]+)\\.(roothash|usrhash)$`);
 
 /** The extension images an initrd image carries (in any segment), each read like readExtensionImage. */
-export async function listImageExtensions(image: string): Promise<(ExtensionInfo & { where: string })[]> {
+export async function listImageExtensions(image: string): Promise<(ExtensionInfo & { where: string; pinned?: boolean })[]> {
   const work = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-ext-'));
-  const found: (ExtensionInfo & { where: string })[] = [];
+  const found: (ExtensionInfo & { where: string; pinned?: boolean })[] = [];
+  const hashes = new Map<string, string>();
   try {
     let n = 0;
     for await (const member of readImage(image)) {
+      const h = ROOTHASH_ENTRY.exec(member.entry.name);
+      if (h && member.entry.type === 'file') {
+        const chunks: Buffer[] = [];
+        for await (const chunk of member.data) chunks.push(Buffer.from(chunk as Uint8Array));
+        hashes.set(`/${h[1]}/${h[2]}.raw`, Buffer.concat(chunks).toString('utf8').trim().slice(0, 200));
+        continue;
+      }
       const m = EXTENSION_ENTRY.exec(member.entry.name);
       if (!m || member.entry.type !== 'file') continue;
       const dir = join(work, String(n++));
@@ -252,5 +263,8 @@ export async function listImageExtensions(image: string): Promise<(ExtensionInfo
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+  // A later entry of the same name replaces an earlier one (the kernel unpacks in order); a
+  // pinned hash counts only if it is the image's own.
+  for (const ext of found) if (ext.verity && ext.roothash && hashes.get(ext.where) === ext.roothash) ext.pinned = true;
   return found;
 }

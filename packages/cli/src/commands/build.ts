@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { formatBytes } from '@mkinitrd-pkg/common';
-import type { BuildResult } from '@mkinitrd-pkg/builder';
+import type { BuildExtension, BuildResult } from '@mkinitrd-pkg/builder';
 import { BaseCommand } from '../base.js';
 import { configFlags, loadConfigFromFlags } from '../config-flags.js';
 
@@ -48,7 +48,7 @@ export default class Build extends BaseCommand {
       allKernels: flags['all-kernels'],
       refresh: flags.refresh,
       verifyCache: flags['verify-cache'],
-      extensions: extensions.map((e) => ({ name: e.name, path: e.path })),
+      extensions: extensions.map((e) => ({ name: e.name, path: e.path, ...(e.verity && e.roothash && { verity: verityLayout(e.roothash, e.partitions) }) })),
       ...(flags['verity-cert'] !== undefined && { verityCerts: flags['verity-cert'] }),
       ...(flags['kernel-image'] !== undefined && { kernelImage: flags['kernel-image'] }),
       logger: this.logger,
@@ -58,13 +58,25 @@ export default class Build extends BaseCommand {
   }
 }
 
+/**
+ * A verity image's root hash and partitions, for the builder to check and pin. A signed
+ * image's root hash (from its signature partition, matched with the partition UUIDs) is
+ * pinned too: systemd still loads and checks the signature for it.
+ */
+function verityLayout(roothash: string, partitions: { role: string; offset: number; size: number }[]): BuildExtension['verity'] {
+  const data = partitions.find((p) => p.role === 'root' || p.role === 'usr');
+  const hash = partitions.find((p) => p.role === 'root-verity' || p.role === 'usr-verity');
+  if (!data || !hash) return undefined;
+  return { roothash, designator: data.role === 'usr' ? 'usr' : 'root', data: { offset: data.offset, size: data.size }, hash: { offset: hash.offset, size: hash.size } };
+}
+
 export function renderSummary(result: BuildResult): string {
   const lines: string[] = [];
   for (const image of result.images) {
     const kind = image.format === 'uki' ? `UKI${image.signed ? ', signed' : ''}, initrd ${result.compression}` : result.compression;
     lines.push(`${image.path}: ${formatBytes(image.bytes)} (${kind}), kernel ${image.kernelVersion}, ${image.modules.length} modules, ${image.firmware.length} firmware files`);
     lines.push(`  sha256 ${image.sha256}`);
-    for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}`);
+    for (const ext of image.extensions) lines.push(`  extension ${ext.name} at ${ext.path}${ext.roothash ? `, root hash ${ext.roothash.slice(0, 16)}… pinned (dm-verity)` : ''}`);
     if (image.missingFirmware.length > 0) lines.push(`  firmware missing: ${image.missingFirmware.length} files, ${image.missingFirmwareReason} (listed in the manifest)`);
   }
   lines.push(`packages: ${result.packages.length}   SOURCE_DATE_EPOCH: ${result.sourceDateEpoch}   installroot cache: ${result.cache}`);
