@@ -1,0 +1,168 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootQemu, enterEmergencyShell, makeTestRoot, ROOT_MARKER } from '../scripts/lib/qemu.mjs';
+import { mkinitrdPkg } from './lib/cli.js';
+import { concatInitrds, EPOCH, TEST_CACHE } from './lib/storage.js';
+
+/**
+ * Issue 16: network roots on the generic base + the network and nbd extensions, booted in
+ * QEMU with the trixie kernel of the preset. The only network is QEMU's user mode (slirp):
+ * the servers listen on 127.0.0.1, which the guest reaches as 10.0.2.2; nothing else.
+ * Cases: DHCP (QEMU's built-in server), a static ip= with ifname=, and a server that is
+ * down (the initrd gives up after bounded attempts and ends in the emergency shell).
+ */
+const NBD_SERVER = '/usr/bin/nbd-server';
+const canRun = process.getuid?.() === 0 && (await stat(NBD_SERVER).then(() => true, () => false));
+const MAC = '52:54:00:6e:62:64';
+
+const times: Record<string, number> = {};
+let dir = '';
+let kernel = '';
+let initrd = '';
+let rootImage = '';
+const servers = new Set<ChildProcess>();
+
+async function cli(args: string[]): Promise<void> {
+  const r = await mkinitrdPkg(args);
+  expect(r.exitCode, `mkinitrd-pkg ${args.join(' ')}\n${r.stderr}`).toBe(0);
+}
+
+/** A TCP port free on 127.0.0.1 right now (bound and released). */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something listens on 127.0.0.1:port (/proc/net/tcp, state 0A): no probe connection. */
+async function listening(port: number): Promise<boolean> {
+  const want = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const table = await readFile('/proc/net/tcp', 'utf8');
+  return table.split('\n').some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[1] === want && f[3] === '0A';
+  });
+}
+
+/**
+ * nbd-server on 127.0.0.1 exporting the test root as "root", copy-on-write (the image is
+ * never written), in the foreground (-d) so that it ends with the test; waits (at most
+ * 10 s) until it listens.
+ */
+async function startNbdServer(): Promise<number> {
+  const port = await freePort();
+  const conf = join(dir, `nbd-${port}.conf`);
+  await writeFile(conf, `[generic]\nlistenaddr = 127.0.0.1\nport = ${port}\nallowlist = false\n[root]\nexportname = ${rootImage}\ncopyonwrite = true\n`);
+  const server = spawn(NBD_SERVER, ['-C', conf, '-d'], { stdio: 'ignore' });
+  servers.add(server);
+  for (let i = 0; i < 100 && server.exitCode === null; i++) {
+    if (await listening(port)) return port;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nbd-server did not listen on 127.0.0.1:${port}`);
+}
+
+function stopServers(): void {
+  for (const s of servers) if (s.exitCode === null) s.kill('SIGKILL');
+  servers.clear();
+}
+
+/** Boot with one user-mode NIC until the root's marker; returns seconds and the console. */
+async function bootNet(append: string, mac?: string): Promise<{ seconds: number; output: string }> {
+  const session = bootQemu({ kernel, initrd, net: mac ? { mac } : true, append: `no_timer_check systemd.journald.forward_to_console=1 ${append}` });
+  try {
+    await session.waitFor(ROOT_MARKER, 600_000);
+    const seconds = (performance.now() - session.started) / 1000;
+    await session.exited;
+    return { seconds, output: session.output() };
+  } finally {
+    session.kill();
+  }
+}
+
+function time(name: string, seconds: number): void {
+  times[name] = Math.round(seconds * 10) / 10;
+  console.log(`netroot: ${name}: ${seconds.toFixed(1)} s`);
+}
+
+describe.skipIf(!canRun)('network roots: generic base + network + nbd extensions (trixie kernel, TCG)', () => {
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mkinitrd-pkg-netroot-'));
+    kernel = join(dir, 'vmlinuz');
+    const base = join(dir, 'base.img');
+    await cli(['build', '--preset', 'debian', '--kernel-output', kernel, '--output', base, '--source-date-epoch', EPOCH, '--cache-dir', TEST_CACHE]);
+    const raws: string[] = [];
+    for (const definition of ['network', 'nbd']) {
+      const out = join(dir, `${definition}.raw`);
+      await cli(['sysext', 'build', '--definition', definition, '--base', base, '--preset', 'debian', '--output', out, '--cache-dir', TEST_CACHE, '--source-date-epoch', EPOCH]);
+      raws.push(out);
+      console.log(`netroot: ${definition}.raw ${(await stat(out)).size} bytes`);
+    }
+    const ext = join(dir, 'network-nbd.cpio');
+    await cli(['sysext', 'pack', ...raws, '--output', ext]);
+    initrd = await concatInitrds(join(dir, 'initrd.img'), [base, ext]);
+    rootImage = await makeTestRoot({ uuid: '6e657472-6f6f-4474-8e62-640000000001', label: 'netroot' });
+  }, 1_800_000);
+
+  afterAll(async () => {
+    stopServers();
+    console.log(`network roots, time to root (TCG): ${JSON.stringify(times)}`);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('1. root=nbd:10.0.2.2:PORT/root:ext4 with ip=dhcp (QEMU\'s DHCP server)', async () => {
+    const port = await startNbdServer();
+    try {
+      const r = await bootNet(`root=nbd:10.0.2.2:${port}/root:ext4 ip=dhcp ro`);
+      expect(r.output).toMatch(/eth0: DHCPv4 address 10\.0\.2\.15\/24/);
+      expect(r.output).toMatch(/EXT4-fs \(nbd0\): mounted filesystem 6e657472-6f6f-4474-8e62-640000000001 ro/);
+      time('1 nbd dhcp', r.seconds);
+    } finally {
+      stopServers();
+    }
+  }, 900_000);
+
+  it('2. static ip= on an interface named by ifname=, root=nbd:…', async () => {
+    const port = await startNbdServer();
+    try {
+      const r = await bootNet(`ifname=bootnet:${MAC} ip=10.0.2.15::10.0.2.2:255.255.255.0::bootnet:off root=nbd:10.0.2.2:${port}/root:ext4 ro`, MAC);
+      expect(r.output).toMatch(/bootnet: renamed from eth0/);
+      expect(r.output).toMatch(/bootnet: Configuring with \/run\/systemd\/network\/70-bootnet\.network/);
+      expect(r.output).not.toMatch(/DHCPv4 address/);
+      expect(r.output).toMatch(/EXT4-fs \(nbd0\): mounted filesystem/);
+      time('2 nbd static ip=', r.seconds);
+    } finally {
+      stopServers();
+    }
+  }, 900_000);
+
+  it('3. server down: bounded attempts, then the emergency shell (no ip=: DHCP by default)', async () => {
+    const port = await freePort(); // nothing listens there
+    const session = bootQemu({ kernel, initrd, net: true, append: `no_timer_check systemd.journald.forward_to_console=1 root=nbd:10.0.2.2:${port}/root ro` });
+    try {
+      await session.waitFor(/mkinitrd-pkg-netroot: connecting \/dev\/nbd0/, 600_000);
+      const from = (performance.now() - session.started) / 1000;
+      await session.waitFor(/nbd-client 10\.0\.2\.2:\d+ failed 5 times, giving up/, 300_000);
+      const gaveUp = (performance.now() - session.started) / 1000;
+      await enterEmergencyShell(session, 300_000);
+      const mark = session.output().length;
+      session.type('echo NET-$((6*7))\r');
+      await session.waitFor('NET-42', 60_000, mark);
+      expect(session.output()).toMatch(/eth0: Configuring with \/run\/systemd\/network\/90-mkinitrd-pkg-netroot-dhcp\.network/);
+      expect(session.output()).not.toContain(ROOT_MARKER);
+      time('3 server down: connect to give-up', gaveUp - from);
+      time('3 server down: boot to emergency shell', (performance.now() - session.started) / 1000);
+    } finally {
+      session.kill();
+    }
+  }, 900_000);
+});
