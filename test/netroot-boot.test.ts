@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,15 +17,23 @@ import { concatInitrds, EPOCH, TEST_CACHE } from './lib/storage.js';
  * down (the initrd gives up after bounded attempts and ends in the emergency shell).
  */
 const NBD_SERVER = '/usr/bin/nbd-server';
-const canRun = process.getuid?.() === 0 && (await stat(NBD_SERVER).then(() => true, () => false));
+const TGTD = '/usr/sbin/tgtd';
+const exists = (p: string) => stat(p).then(() => true, () => false);
+const canRun = process.getuid?.() === 0 && (await exists(NBD_SERVER));
+const canIscsi = canRun && (await exists(TGTD));
+const TARGET = 'iqn.2026-12.org.mkinitrd-pkg:root';
+const ISCSI_ROOT_UUID = '6e657472-6f6f-4474-8e62-640000000002';
 const MAC = '52:54:00:6e:62:64';
 
 const times: Record<string, number> = {};
 let dir = '';
 let kernel = '';
 let initrd = '';
+let iscsiInitrd = '';
 let rootImage = '';
 const servers = new Set<ChildProcess>();
+/** tgtd's management sockets (/run/tgtd/socket.N and .N.lock): not removed when it is killed. */
+const tgtSockets: string[] = [];
 
 async function cli(args: string[]): Promise<void> {
   const r = await mkinitrdPkg(args);
@@ -71,14 +80,36 @@ async function startNbdServer(): Promise<number> {
   throw new Error(`nbd-server did not listen on 127.0.0.1:${port}`);
 }
 
+/**
+ * tgtd (the userspace iSCSI target) with its portal on 127.0.0.1 only, in the foreground,
+ * its management socket numbered by the port (no clash with another tgtd); one target
+ * with the test root (a copy: tgt opens it read-write) as LUN 1, open to any initiator
+ * (only this machine can reach it).
+ */
+async function startIscsiTarget(): Promise<number> {
+  const port = await freePort();
+  const lun = join(dir, `iscsi-${port}.img`);
+  await copyFile(await makeTestRoot({ uuid: ISCSI_ROOT_UUID, label: 'iscsiroot' }), lun);
+  tgtSockets.push(`/run/tgtd/socket.${port}`, `/run/tgtd/socket.${port}.lock`);
+  const server = spawn(TGTD, ['-f', '-C', String(port), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
+  servers.add(server);
+  for (let i = 0; i < 100 && server.exitCode === null && !(await listening(port)); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!(await listening(port))) throw new Error(`tgtd did not listen on 127.0.0.1:${port}`);
+  const tgtadm = (...args: string[]) => execa('tgtadm', ['-C', String(port), '--lld', 'iscsi', ...args]);
+  await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', TARGET);
+  await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', lun);
+  await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
+  return port;
+}
+
 function stopServers(): void {
   for (const s of servers) if (s.exitCode === null) s.kill('SIGKILL');
   servers.clear();
 }
 
 /** Boot with one user-mode NIC until the root's marker; returns seconds and the console. */
-async function bootNet(append: string, mac?: string): Promise<{ seconds: number; output: string }> {
-  const session = bootQemu({ kernel, initrd, net: mac ? { mac } : true, append: `no_timer_check systemd.journald.forward_to_console=1 ${append}` });
+async function bootNet(append: string, mac?: string, image = initrd): Promise<{ seconds: number; output: string }> {
+  const session = bootQemu({ kernel, initrd: image, net: mac ? { mac } : true, append: `no_timer_check systemd.journald.forward_to_console=1 ${append}` });
   try {
     await session.waitFor(ROOT_MARKER, 600_000);
     const seconds = (performance.now() - session.started) / 1000;
@@ -110,11 +141,20 @@ describe.skipIf(!canRun)('network roots: generic base + network + nbd extensions
     const ext = join(dir, 'network-nbd.cpio');
     await cli(['sysext', 'pack', ...raws, '--output', ext]);
     initrd = await concatInitrds(join(dir, 'initrd.img'), [base, ext]);
+    if (canIscsi) {
+      const iscsi = join(dir, 'iscsi.raw');
+      await cli(['sysext', 'build', '--definition', 'iscsi', '--base', base, '--preset', 'debian', '--output', iscsi, '--cache-dir', TEST_CACHE, '--source-date-epoch', EPOCH]);
+      console.log(`netroot: iscsi.raw ${(await stat(iscsi)).size} bytes`);
+      const ext2 = join(dir, 'network-iscsi.cpio');
+      await cli(['sysext', 'pack', raws[0]!, iscsi, '--output', ext2]);
+      iscsiInitrd = await concatInitrds(join(dir, 'initrd-iscsi.img'), [base, ext2]);
+    }
     rootImage = await makeTestRoot({ uuid: '6e657472-6f6f-4474-8e62-640000000001', label: 'netroot' });
   }, 1_800_000);
 
   afterAll(async () => {
     stopServers();
+    for (const socket of tgtSockets) await rm(socket, { force: true });
     console.log(`network roots, time to root (TCG): ${JSON.stringify(times)}`);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -163,6 +203,19 @@ describe.skipIf(!canRun)('network roots: generic base + network + nbd extensions
       time('3 server down: boot to emergency shell', (performance.now() - session.started) / 1000);
     } finally {
       session.kill();
+    }
+  }, 900_000);
+
+  it.skipIf(!canIscsi)('4. iSCSI: netroot=iscsi:10.0.2.2::PORT:1:TARGET, root=UUID= on the LUN, rd.iscsi.initiator=, ip=dhcp (tgt)', async () => {
+    const port = await startIscsiTarget();
+    try {
+      const r = await bootNet(`root=UUID=${ISCSI_ROOT_UUID} netroot=iscsi:10.0.2.2::${port}:1:${TARGET} rd.iscsi.initiator=iqn.2026-12.org.mkinitrd-pkg:client ip=dhcp ro`, undefined, iscsiInitrd);
+      expect(r.output).toMatch(new RegExp(`iscsistart: Connection1:0 to \\[target: ${TARGET.replaceAll('.', '\\.')}, portal: 10\\.0\\.2\\.2,${port}\\] through \\[iface: default\\] is operational now`));
+      expect(r.output).toMatch(new RegExp(`EXT4-fs \\(sd[a-z]\\): mounted filesystem ${ISCSI_ROOT_UUID} ro`));
+      expect(r.output).not.toMatch(/Failed to start/);
+      time('4 iscsi dhcp', r.seconds);
+    } finally {
+      stopServers();
     }
   }, 900_000);
 });

@@ -77,6 +77,21 @@ describe('mkinitrd-pkg-netroot-generator', () => {
     expect(await c.read(join(c.early, 'sysroot.mount'))).toMatch(/What=\/dev\/nbd0/);
   });
 
+  it('netroot=iscsi:SERVER::PORT:LUN:TARGET (a target with colons, and dracut\'s long form) + root=UUID= + rd.iscsi.initiator=', async () => {
+    const g = await generate('root=UUID=6e657472-6f6f-4474-8e62-640000000002 netroot=iscsi:10.0.2.2::3260:1:iqn.2026-12.org.mkinitrd-pkg:root rd.iscsi.initiator=iqn.2026-12.org.mkinitrd-pkg:client ip=dhcp');
+    const service = await g.read(join(g.early, 'mkinitrd-pkg-netroot-iscsi.service'));
+    expect(service).toMatch(/^ExecStart=\/usr\/lib\/mkinitrd-pkg\/netroot iscsi '10\.0\.2\.2' '3260' 'iqn\.2026-12\.org\.mkinitrd-pkg:root' 'iqn\.2026-12\.org\.mkinitrd-pkg:client' '\/dev\/disk\/by-uuid\/6e657472-6f6f-4474-8e62-640000000002'$/m);
+    // fstab-generator keeps sysroot.mount; a drop-in makes it fail with the login.
+    expect(await g.read(join(g.early, 'sysroot.mount'))).toBeUndefined();
+    expect(await g.read(join(g.early, 'sysroot.mount.d/50-mkinitrd-pkg-netroot.conf'))).toMatch(/^Requires=mkinitrd-pkg-netroot-iscsi\.service$/m);
+    expect(await g.read(join(g.early, 'dev-disk-by\\x2duuid-6e657472\\x2d6f6f\\x2d4474\\x2d8e62\\x2d640000000002.device.d/50-mkinitrd-pkg-netroot.conf'))).toMatch(/JobRunningTimeoutSec=infinity/);
+    expect(await g.list(g.normal)).toContain('initrd.target.wants/systemd-networkd.service');
+    const long = await generate('root=LABEL=r netroot=iscsi:192.0.2.1:6:3261:default:eth0:0:iqn.2009-06.dracut:target0');
+    expect(await long.read(join(long.early, 'mkinitrd-pkg-netroot-iscsi.service'))).toMatch(/netroot iscsi '192\.0\.2\.1' '3261' 'iqn\.2009-06\.dracut:target0' '' '\/dev\/disk\/by-label\/r'$/m);
+    const bare = await generate('root=/dev/sda1 netroot=iscsi:server::::iqn.2009-06.dracut:t');
+    expect(await bare.read(join(bare.early, 'mkinitrd-pkg-netroot-iscsi.service'))).toMatch(/netroot iscsi 'server' '3260' 'iqn\.2009-06\.dracut:t' '' '\/dev\/sda1'$/m);
+  });
+
   it('rd.neednet=1 or ip= alone start the network, and nothing else; no network option: nothing at all', async () => {
     const a = await generate('root=UUID=0a0b rd.neednet=1');
     expect(await a.list(a.early)).toEqual([]);
