@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { lstat, mkdtemp, readFile, readlink, readdir, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readlink, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -101,5 +101,22 @@ describe('mkinitrd-pkg-netroot-generator', () => {
     expect(await b.list(b.network)).toEqual([]);
     const c = await generate('root=/dev/vda rw quiet');
     expect([...(await c.list(c.normal)), ...(await c.list(c.early)), ...(await c.list(c.network))]).toEqual([]);
+  });
+
+  it('the helper without the client extension: one line naming the extension, exit 1 (the unit fails, the boot ends in the emergency shell)', async () => {
+    const helper = join(INITRD_TREE_DIR, 'usr/lib/mkinitrd-pkg/netroot');
+    const empty = join(dir, 'empty-path');
+    await mkdir(empty, { recursive: true });
+    for (const [args, extension] of [
+      [['nbd', '10.0.2.2', '10809', 'root', '/dev/nbd0'], 'nbd'],
+      [['iscsi', '10.0.2.2', '3260', 'iqn.2026-12.org.mkinitrd-pkg:root', '', '/dev/sda'], 'iscsi'],
+    ] as const) {
+      const r = await run('/bin/sh', [helper, ...args], { env: { PATH: empty } }).then(
+        () => ({ code: 0, stdout: '' }),
+        (e: { code: number; stdout: string }) => e,
+      );
+      expect(r.code).toBe(1);
+      expect(r.stdout.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^mkinitrd-pkg-netroot: .* is not in this initrd: add the ${extension} extension`))]);
+    }
   });
 });
