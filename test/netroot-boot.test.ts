@@ -86,7 +86,7 @@ async function startNbdServer(): Promise<number> {
 
 /**
  * tgtd (the userspace iSCSI target) with its portal on 127.0.0.1 only, in the foreground,
- * its management socket numbered by the port (no clash with another tgtd); one target
+ * its management socket numbered after the port (no clash with another tgtd); one target
  * with the test root (a copy: tgt opens it read-write) as LUN 1, open to any initiator
  * (only this machine can reach it).
  */
@@ -96,12 +96,14 @@ async function startIscsiTarget(): Promise<number> {
   const made = await makeTestRoot({ uuid: ISCSI_ROOT_UUID, label: 'iscsiroot' });
   rootDirs.push(dirname(made));
   await copyFile(made, lun);
-  tgtSockets.push(`/run/tgtd/socket.${port}`, `/run/tgtd/socket.${port}.lock`);
-  const server = spawn(TGTD, ['-f', '-C', String(port), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
+  // tgtd takes small management numbers only (41182 is "out of range").
+  const control = String(1 + (port % 4000));
+  tgtSockets.push(`/run/tgtd/socket.${control}`, `/run/tgtd/socket.${control}.lock`);
+  const server = spawn(TGTD, ['-f', '-C', control, '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
   servers.add(server);
   for (let i = 0; i < 100 && server.exitCode === null && !(await listening(port)); i++) await new Promise((r) => setTimeout(r, 100));
   if (!(await listening(port))) throw new Error(`tgtd did not listen on 127.0.0.1:${port}`);
-  const tgtadm = (...args: string[]) => execa('tgtadm', ['-C', String(port), '--lld', 'iscsi', ...args]);
+  const tgtadm = (...args: string[]) => execa('tgtadm', ['-C', control, '--lld', 'iscsi', ...args]);
   await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', TARGET);
   await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', lun);
   await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
