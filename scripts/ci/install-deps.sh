@@ -16,3 +16,7 @@ apt-get install -y --no-install-recommends \
 # The storage bench boots Debian's own initramfs-tools image on LVM/RAID disks: its hooks
 # include lvm and mdadm only when they are installed (scripts/bench/storage.bench.mjs).
 apt-get install -y --no-install-recommends initramfs-tools lvm2 mdadm
+# Network roots (test/netroot-boot.test.ts): userspace servers the tests start on
+# 127.0.0.1 only, reached by QEMU user-mode guests as 10.0.2.2. Their packaged services
+# are not started here (no init in CI containers); the tests run their own instances.
+apt-get install -y --no-install-recommends nbd-server tgt

@@ -13,7 +13,10 @@ export interface BootSession {
   waitFor(pattern: RegExp | string, timeoutMs: number, from?: number): Promise<string>;
 }
 export type Drive = string | { file: string; snapshot?: boolean };
-export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; drives?: Drive[]; append: string; memoryMb?: number }): BootSession;
+/** A virtio NIC on QEMU's user-mode network (guest 10.0.2.15, host loopback 10.0.2.2). */
+export type UserNet = true | { mac?: string };
+export declare function userNetArgs(net: UserNet): string[];
+export declare function bootQemu(options: { kernel: string; initrd: string; rootImage?: string; drives?: Drive[]; append: string; memoryMb?: number; net?: UserNet }): BootSession;
 export declare function enterEmergencyShell(session: BootSession, timeoutMs?: number): Promise<void>;
 export declare const OVMF: { code: string; vars: string; secureCode: string; snakeoilVars: string; snakeoilKey: string; snakeoilCert: string };
 export declare function makeEsp(options: { efi: string; extra?: Record<string, string>; sizeMb?: number; dir?: string }): Promise<string>;

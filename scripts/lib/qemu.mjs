@@ -53,7 +53,7 @@ echo "${ROOT_MARKER} pid=$$"
  * `drives`: more virtio disks after `rootImage`, each a path (written to) or
  * `{ file, snapshot: true }` (writes go to a temporary overlay: a cached disk stays as it was).
  */
-export function bootQemu({ kernel, initrd, rootImage, drives = [], append, memoryMb = 1024 }) {
+export function bootQemu({ kernel, initrd, rootImage, drives = [], append, memoryMb = 1024, net }) {
   const args = [
     '-accel', 'tcg', '-smp', '1', '-m', String(memoryMb),
     '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', '-monitor', 'none',
@@ -65,7 +65,20 @@ export function bootQemu({ kernel, initrd, rootImage, drives = [], append, memor
     const { file, snapshot = false } = typeof d === 'string' ? { file: d } : d;
     args.push('-drive', `file=${file},format=raw,if=virtio${snapshot ? ',snapshot=on' : ''}`);
   }
+  if (net) args.push(...userNetArgs(net));
   return spawnQemu(args);
+}
+
+/**
+ * One virtio NIC on QEMU's user-mode network (`-netdev user`, slirp), the only network the
+ * tests use (design.md §4b): the guest is 10.0.2.15 by QEMU's built-in DHCP, and the
+ * host's loopback is 10.0.2.2 — test servers bind to 127.0.0.1 and nothing else. No tap
+ * device, bridge or real address. `net`: true, or `{ mac }` to give the NIC a known MAC
+ * (for ifname=).
+ */
+export function userNetArgs(net) {
+  const mac = typeof net === 'object' && net.mac ? `,mac=${net.mac}` : '';
+  return ['-netdev', 'user,id=net0,ipv6=off', '-device', `virtio-net-pci,netdev=net0${mac}`];
 }
 
 /** OVMF (Debian's ovmf package): plain, and Secure Boot with a test PK/KEK/db (design.md §4b). */

@@ -96,6 +96,7 @@ await put(
     'mkinitrd-pkg: service-file-is-not-a-file [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/lib/systemd/system/sysinit.target.wants/mkinitrd-pkg-sysext-activate.service]',
     'mkinitrd-pkg: repeated-path-segment lib [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/lib/]',
     'mkinitrd-pkg: repeated-path-segment usr [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/]',
+    'mkinitrd-pkg: repeated-path-segment mkinitrd-pkg [usr/lib/mkinitrd-pkg/presets/initrd-tree/usr/lib/mkinitrd-pkg/]',
     '',
   ].join('\n'),
 );

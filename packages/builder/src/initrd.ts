@@ -19,6 +19,8 @@ interface TreeFile {
   path: string;
   content?: Buffer;
   link?: string;
+  /** An executable in the tree (a generator, a helper script) stays one: 0755, else 0644. */
+  executable?: boolean;
 }
 
 async function listTreeFiles(dir = INITRD_TREE_DIR, prefix = ''): Promise<TreeFile[]> {
@@ -27,7 +29,7 @@ async function listTreeFiles(dir = INITRD_TREE_DIR, prefix = ''): Promise<TreeFi
     const rel = join(prefix, entry.name);
     if (entry.isDirectory()) out.push(...(await listTreeFiles(dir, rel)));
     else if (entry.isSymbolicLink()) out.push({ path: rel, link: await readlink(join(dir, rel)) });
-    else if (entry.isFile()) out.push({ path: rel, content: await readFile(join(dir, rel)) });
+    else if (entry.isFile()) out.push({ path: rel, content: await readFile(join(dir, rel)), executable: ((await lstat(join(dir, rel))).mode & 0o111) !== 0 });
   }
   return out;
 }
@@ -43,7 +45,7 @@ export async function installInitrdTree(root: string): Promise<void> {
     await mkdir(join(target, '..'), { recursive: true });
     await rm(target, { force: true });
     if (f.link !== undefined) await symlink(f.link, target);
-    else await writeFile(target, f.content!, { mode: 0o644 });
+    else await writeFile(target, f.content!, { mode: f.executable ? 0o755 : 0o644 });
   }
 }
 
