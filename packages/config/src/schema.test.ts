@@ -43,8 +43,10 @@ FirmwarePackages=firmware-linux-free
 KernelVersion=6.12.1
 KernelModulesRoot=/srv
 KernelModules=ext4 -ext4 ext4
+KernelModulesCompression=none
 KernelCommandLine=root=LABEL=r  rw
 EmergencyShell=no
+ExtensionImagePolicy=signed
 [Output]
 CompressOutput=xz
 CompressLevel=9
