@@ -22,10 +22,8 @@ export interface Stack {
   base: string;
   lvm: string;
   raid: string;
-  lvmVerity: string;
-  raidVerity: string;
   /** Extra initrds (cpio) that are appended to the base. */
-  cpio: { lvm: string; raid: string; lvmRaid: string; lvmRaidVerity: string; show: string };
+  cpio: { lvm: string; raid: string; lvmRaid: string; show: string };
   disks: StorageDisks;
 }
 
@@ -100,8 +98,6 @@ export async function buildStack(o: { dir: string; preset: string; config?: stri
   // which is most of the matrix's set-up time on a busy machine.
   const lvm = await ext('lvm', true);
   const raid = await ext('raid', true);
-  const lvmVerity = lvm;
-  const raidVerity = raid;
   const pack = async (name: string, raws: string[]) => {
     const out = join(dir, `${name}.cpio`);
     await cli(['sysext', 'pack', ...raws, '--output', out]);
@@ -111,11 +107,10 @@ export async function buildStack(o: { dir: string; preset: string; config?: stri
     lvm: await pack('lvm', [lvm]),
     raid: await pack('raid', [raid]),
     lvmRaid: await pack('lvm-raid', [lvm, raid]),
-    lvmRaidVerity: await pack('lvm-raid-verity', [lvmVerity, raidVerity]),
     show: await showUnitCpio(dir),
   };
   const disks = o.helperDisks ?? (await storageDisks({ kernel: o.kernel, initrd: await concatInitrds(join(dir, 'helper.img'), [base]), lvmRaw: lvm, raidRaw: raid }, { log: console.log }));
-  return { dir, preset, kernel: o.kernel, kernelArgs: o.kernelArgs, base, lvm, raid, lvmVerity, raidVerity, cpio, disks };
+  return { dir, preset, kernel: o.kernel, kernelArgs: o.kernelArgs, base, lvm, raid, cpio, disks };
 }
 
 export interface BootResult {
