@@ -57,7 +57,7 @@ describe('build: bad input gets one clear line', () => {
     await expectCleanFailure(['build', '--config', bad], new RegExp(`${bad}:3: unknown key Frobnicate=`));
   });
 
-  it('unknown compression is a usage error (exit 2)', () => expectCleanFailure(['build', '--compression', 'rar'], /^mkinitrd-pkg: usage: unknown compression "rar"/, 2));
+  it('unknown compression is a usage error (exit 2)', () => expectCleanFailure(['build', '--compression', 'rar'], /^mkinitrd-pkg: usage: --compression: unknown compression "rar"/, 2));
 
   it('unknown flag is a usage error (exit 2)', () => expectCleanFailure(['build', '--frobnicate'], /^mkinitrd-pkg: usage: Nonexistent flag: --frobnicate/, 2));
 

@@ -213,7 +213,7 @@ describe('hostile inputs get one line and touch nothing', () => {
 
   it('a newline in --mirror and an option as a package are refused before apt sees them', async () => {
     const mirror = await mkinitrdPkg(['summary', '--mirror', 'http://deb.debian.org/debian\ndeb [trusted=yes] http://127.0.0.1:9/ ./']);
-    expectOneLineError(mirror, /^mkinitrd-pkg: error: mirror: control characters are not allowed/);
+    expectOneLineError(mirror, /^mkinitrd-pkg: usage: --mirror: must be one line/, 2);
     // (oclif already refuses a flag value starting with "-"; a config file did not.)
     const conf = join(dir, 'option.conf');
     await writeFile(conf, '[Content]\nPackages=-oDPkg::Pre-Invoke::=touch/tmp/pwned\n');
@@ -223,6 +223,6 @@ describe('hostile inputs get one line and touch nothing', () => {
 
   it('a usage error exits 2', async () => {
     const result = await mkinitrdPkg(['build', '--compression', 'rar', '--output', join(dir, 'u.img')]);
-    expectOneLineError(result, /^mkinitrd-pkg: usage: unknown compression "rar"/, 2);
+    expectOneLineError(result, /^mkinitrd-pkg: usage: --compression: unknown compression "rar"/, 2);
   });
 });

@@ -1,7 +1,7 @@
 export { parseIniAssignments, shown } from './ini-lines.js';
 export type { Assignment } from './ini-lines.js';
-export { SCHEMA, schemaKeys, COMPRESSIONS, OUTPUT_FORMATS, EMERGENCY_SHELLS, MODULE_COMPRESSIONS, EXTENSION_IMAGE_POLICIES, isPasswordHash, applyAssignments, emptyConfig, parseBoolean, lookupKey, invalidValue, PACKAGE_NAME_RE } from './schema.js';
-export type { ImageConfig, Compression, PackageManager, OutputFormat, EmergencyShell, ModuleCompression, ExtensionImagePolicy, KeySpec } from './schema.js';
+export { SCHEMA, schemaKeys, flagKeys, flagAssignments, COMPRESSIONS, OUTPUT_FORMATS, EMERGENCY_SHELLS, MODULE_COMPRESSIONS, EXTENSION_IMAGE_POLICIES, isPasswordHash, applyAssignments, emptyConfig, parseBoolean, lookupKey, invalidValue, PACKAGE_NAME_RE } from './schema.js';
+export type { ImageConfig, Compression, PackageManager, OutputFormat, EmergencyShell, ModuleCompression, ExtensionImagePolicy, KeySpec, FlagSpec, FlagValue } from './schema.js';
 export {
   loadConfig,
   listPresets,

@@ -18,6 +18,8 @@ export interface Assignment {
   value: string;
   file: string;
   line: number;
+  /** Set when the value came from this command-line flag (errors name it and are usage errors). */
+  flag?: string;
 }
 
 /**

@@ -41,7 +41,7 @@ describe('loadConfig', () => {
     expect(withEtc.packages).toEqual(['systemd', 'udev', 'mdadm']);
     expect(withEtc.compression).toBe('gzip');
     expect(withEtc.kernelModules).toEqual(['ext4', '-ext4']);
-    const all = await loadConfig({ preset: 'mini', ...opts(), configFiles: [cfgFile], overrides: { compression: 'none', packages: ['kmod'] } });
+    const all = await loadConfig({ preset: 'mini', ...opts(), configFiles: [cfgFile], overrides: { compression: 'none', package: ['kmod'] } });
     expect(all.packages).toEqual(['busybox', 'kmod']);
     expect(all.compression).toBe('none');
   });
@@ -65,10 +65,10 @@ describe('loadConfig', () => {
     const named = await loadConfig({ preset: 'mini', ...opts(), configFiles: [tools] });
     expect(named.toolsTree).toBe('debian-12');
     expect(named.toolsTreePackages).toEqual(['kmod', 'squashfs-tools']);
-    expect((await loadConfig({ preset: 'mini', ...opts(), configFiles: [tools], overrides: { toolsTree: 'host' } })).toolsTree).toBe('host');
+    expect((await loadConfig({ preset: 'mini', ...opts(), configFiles: [tools], overrides: { 'tools-tree': 'host' } })).toolsTree).toBe('host');
     await writeFile(tools, '[Build]\nToolsTree=/etc/shadow\n');
     await expect(loadConfig({ preset: 'mini', ...opts(), configFiles: [tools] })).rejects.toThrow(/tools.conf:2: Build.ToolsTree: invalid tools tree "\/etc\/shadow"/);
-    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { toolsTree: '../x.conf' } })).rejects.toThrow(/invalid tools tree/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { 'tools-tree': '../x.conf' } })).rejects.toThrow(/invalid tools tree/);
   });
 
   it('reads KernelModulesCompression= (keep by default, none, nothing else)', async () => {
@@ -186,10 +186,10 @@ describe('hostile config input', () => {
   });
 
   it('the same rules hold for command-line flags', async () => {
-    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { mirror: 'http://a/\ndeb http://b/ ./' } })).rejects.toThrow(/mirror: control characters/);
-    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { packages: ['-oAPT::Get::AllowUnauthenticated=1'] } })).rejects.toThrow(/invalid package name/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { mirror: 'http://a/\ndeb http://b/ ./' } })).rejects.toThrow(/--mirror: must be one line/);
+    await expect(loadConfig({ preset: 'mini', ...opts(), overrides: { package: ['-oAPT::Get::AllowUnauthenticated=1'] } })).rejects.toThrow(/invalid package name/);
     // Ordinary names still pass: apt's name=version and name/release, RPM names.
-    const ok = await loadConfig({ preset: 'mini', ...opts(), overrides: { packages: ['libc6=2.36-9', 'systemd/bookworm-backports', 'kernel-core', 'g++', 'libstdc++6:amd64'] } });
+    const ok = await loadConfig({ preset: 'mini', ...opts(), overrides: { package: ['libc6=2.36-9', 'systemd/bookworm-backports', 'kernel-core', 'g++', 'libstdc++6:amd64'] } });
     expect(ok.packages).toContain('g++');
   });
 

@@ -3,28 +3,16 @@ import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { ADMIN_DATA_DIR, UserError, VENDOR_DATA_DIR, builtinDataPath, dataSearchPath, isErrnoException, pathExists } from '@mkinitrd-pkg/common';
 import { parseIniAssignments, shown, type Assignment } from './ini-lines.js';
-import { SCHEMA, applyAssignments, emptyConfig, invalidValue, isPasswordHash, lookupKey, COMPRESSIONS, EMERGENCY_SHELLS, OUTPUT_FORMATS, type Compression, type EmergencyShell, type ImageConfig, type OutputFormat } from './schema.js';
+import { SCHEMA, applyAssignments, flagAssignments, emptyConfig, isPasswordHash, lookupKey, type Compression, type ImageConfig, type FlagValue } from './schema.js';
 
 /** The presets shipped with this installation (checkout, npm package or /usr/lib/mkinitrd-pkg). */
 export const BUILTIN_PRESET_DIR = builtinDataPath('presets') ?? '';
 
-export interface ConfigOverrides {
-  kernelVersions?: string[];
-  output?: string;
-  compression?: string;
-  compressionLevel?: number;
-  packages?: string[];
-  mirror?: string;
-  repositoryKeyCheck?: boolean;
-  kernelPackage?: string;
-  kernelModulesRoot?: string;
-  toolsTree?: string;
-  format?: string;
-  kernelCommandLine?: string;
-  secureBootKey?: string;
-  secureBootCertificate?: string;
-  emergencyShell?: string;
-}
+/**
+ * Command-line flag values by flag name (SCHEMA's FlagSpec names: compression, package,
+ * kernel-version …); names that are no config key's flag are ignored.
+ */
+export type ConfigOverrides = Readonly<Record<string, FlagValue>>;
 
 export interface LoadConfigOptions {
   /** A preset name (looked up in the preset dirs) or a path to a .conf file. */
@@ -217,48 +205,10 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Image
     applyAssignments(config, await readConfigFile(file, [], read));
     config.sources.push(...read);
   }
-  applyOverrides(config, options.overrides ?? {});
+  // Flags last: they win over every file, and are read by the same rules as the keys.
+  applyAssignments(config, flagAssignments(options.overrides ?? {}));
   validateConfig(config);
   return config;
-}
-
-function applyOverrides(config: ImageConfig, o: ConfigOverrides): void {
-  if (o.kernelVersions?.length) config.kernelVersions = [...o.kernelVersions];
-  if (o.output !== undefined) config.output = o.output;
-  if (o.compression !== undefined) {
-    if (!(COMPRESSIONS as readonly string[]).includes(o.compression)) {
-      throw new UserError('USAGE', `unknown compression "${o.compression}"`, { hint: `use one of: ${COMPRESSIONS.join(', ')}` });
-    }
-    config.compression = o.compression as Compression;
-  }
-  if (o.compressionLevel !== undefined) config.compressionLevel = o.compressionLevel;
-  for (const p of o.packages ?? []) if (!config.packages.includes(p)) config.packages.push(p);
-  if (o.mirror !== undefined) config.mirror = o.mirror;
-  if (o.repositoryKeyCheck !== undefined) config.repositoryKeyCheck = o.repositoryKeyCheck;
-  // An explicit empty --kernel-package means "modules from the host": the key is present, the value undefined.
-  if ('kernelPackage' in o) config.kernelPackage = o.kernelPackage;
-  if (o.kernelModulesRoot !== undefined) config.kernelModulesRoot = o.kernelModulesRoot;
-  if (o.toolsTree !== undefined) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(o.toolsTree) || o.toolsTree.endsWith('.conf')) {
-      throw new UserError('USAGE', `invalid tools tree "${o.toolsTree}"`, { hint: 'use default, host, or the name of a preset' });
-    }
-    config.toolsTree = o.toolsTree;
-  }
-  if (o.format !== undefined) {
-    if (!(OUTPUT_FORMATS as readonly string[]).includes(o.format)) {
-      throw new UserError('USAGE', `unknown format "${o.format}"`, { hint: `use one of: ${OUTPUT_FORMATS.join(', ')}` });
-    }
-    config.format = o.format as OutputFormat;
-  }
-  if (o.kernelCommandLine !== undefined) config.kernelCommandLine = o.kernelCommandLine.split(/\s+/).filter(Boolean).join(' ') || undefined;
-  if (o.secureBootKey !== undefined) config.secureBootKey = o.secureBootKey;
-  if (o.secureBootCertificate !== undefined) config.secureBootCertificate = o.secureBootCertificate;
-  if (o.emergencyShell !== undefined) {
-    if (!(EMERGENCY_SHELLS as readonly string[]).includes(o.emergencyShell)) {
-      throw new UserError('USAGE', `unknown emergency shell policy "${o.emergencyShell}"`, { hint: `use one of: ${EMERGENCY_SHELLS.join(', ')}` });
-    }
-    config.emergencyShell = o.emergencyShell as EmergencyShell;
-  }
 }
 
 function validateConfig(config: ImageConfig): void {
@@ -267,17 +217,6 @@ function validateConfig(config: ImageConfig): void {
   if (!config.release) throw new UserError('CONFIG', `no Release= set (read: ${where})`);
   if (!config.mirror) throw new UserError('CONFIG', `no Mirror= set (read: ${where})`);
   if (config.packages.length === 0) throw new UserError('CONFIG', `no Packages= set (read: ${where})`);
-  // The command-line flags bypass the per-file checks of applyAssignments: same rules here.
-  const values: Array<[keyof ImageConfig, string | undefined]> = [
-    ['mirror', config.mirror],
-    ['kernelPackage', config.kernelPackage],
-    ['output', config.output],
-    ...config.packages.map((p): [keyof ImageConfig, string] => ['packages', p]),
-  ];
-  for (const [field, value] of values) {
-    const bad = value === undefined ? undefined : invalidValue(field, value);
-    if (bad) throw new UserError('CONFIG', `${field === 'packages' ? 'package' : field}: ${bad}`);
-  }
   for (const kver of config.kernelVersions) {
     if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(kver)) throw new UserError('USAGE', `invalid kernel version ${shown(kver)}`);
   }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseIniAssignments } from './ini-lines.js';
 import { renderConfig } from './load.js';
-import { SCHEMA, applyAssignments, emptyConfig, schemaKeys, type ImageConfig } from './schema.js';
+import { UserError, exitStatusOf } from '@mkinitrd-pkg/common';
+import { SCHEMA, applyAssignments, emptyConfig, flagAssignments, flagKeys, schemaKeys, type ImageConfig } from './schema.js';
 
 // SCHEMA is the one list of keys: defaults, list rules and the summary come from it.
 describe('SCHEMA', () => {
@@ -79,5 +80,29 @@ ToolsTreePackages=kmod zstd
     config.emergencyShellPassword = '$6$salt$' + 'a'.repeat(40);
     expect(renderConfig(config)).toContain('EmergencyShellPassword=(hash set)');
     expect(renderConfig(config)).not.toContain('$6$');
+  });
+
+  // The CLI's config flags are made from SCHEMA (cli/src/config-flags.ts): a flag is its key.
+  it('command-line flags are assignments of their keys: same parsing, lists add or replace, errors are usage errors', () => {
+    const names = flagKeys().map((k) => k.flag.name);
+    expect(new Set(names).size, 'two keys share a flag').toBe(names.length);
+    const config = emptyConfig('x');
+    applyAssignments(config, parseIniAssignments('[Content]\nPackages=systemd\nKernelVersion=1.0\n[Distribution]\nRepositoryKeyCheck=yes\n', 'p.conf'));
+    applyAssignments(config, flagAssignments({ package: ['kmod', 'systemd'], 'kernel-version': ['6.12.1', '6.12.2'], 'no-repository-key-check': true, 'compression-level': 9, 'sign-key': 'k.pem', 'kernel-package': '', preset: 'ignored' }, '/work'));
+    expect(config.packages).toEqual(['systemd', 'kmod']);
+    expect(config.kernelVersions).toEqual(['6.12.1', '6.12.2']);
+    expect(config.repositoryKeyCheck).toBe(false);
+    expect(config.compressionLevel).toBe(9);
+    expect(config.secureBootKey).toBe('/work/k.pem');
+    expect(config.kernelPackage).toBeUndefined();
+    let error: unknown;
+    try {
+      applyAssignments(emptyConfig('x'), flagAssignments({ compression: 'rar' }));
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as UserError).message).toBe('--compression: unknown compression "rar"');
+    expect(exitStatusOf((error as UserError).code)).toBe(2);
   });
 });

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { UserError, ARCHITECTURE_NAMES, PACKAGE_MANAGER_NAMES, isArchitectureName, isPackageManagerName, type PackageManagerName } from '@mkinitrd-pkg/common';
 import { shown, type Assignment } from './ini-lines.js';
 
@@ -134,9 +135,35 @@ export interface KeySpec {
   optional?: boolean;
   /** How summary shows a value (default: as written; undefined: not shown). */
   render?: (value: never) => string | undefined;
+  /** The command-line flag that sets this key over every config file (build, summary). */
+  flag?: FlagSpec;
+}
+
+/**
+ * A config key's command-line flag. The CLI makes its flags from these and hands the
+ * values back to loadConfig(overrides), which applies them as assignments of the key, so a
+ * flag is read, checked and layered exactly like the key in a file (after every file).
+ */
+export interface FlagSpec {
+  /** The long option, without "--". */
+  name: string;
+  char?: string;
+  description: string;
+  /** A list key: the flag's values replace the list instead of adding to it. */
+  replaces?: boolean;
+  /** A yes/no key set by a flag without a value (--no-repository-key-check): the value it sets. */
+  sets?: string;
+  /** Whole numbers only. */
+  integer?: boolean;
+  /** A path, made absolute against the working directory. */
+  path?: boolean;
+  /** The values the flag accepts (the CLI refuses others before anything is read). */
+  options?: readonly string[];
 }
 
 function fail(where: Assignment, message: string, hint?: string): never {
+  // A flag's value is the caller's usage (exit 2); a file's is configuration (file:line).
+  if (where.flag !== undefined) throw new UserError('USAGE', `--${where.flag}: ${message}`, hint ? { hint } : {});
   throw new UserError('CONFIG', `${where.file}:${where.line}: ${where.section}.${where.key}: ${message}`, hint ? { hint } : {});
 }
 
@@ -268,46 +295,46 @@ const SCHEMA_TABLE = {
     Release: { field: 'release', default: '' },
     PackageManager: { field: 'packageManager', parse: parsePackageManager, default: 'apt' },
     Architecture: { field: 'architecture', parse: parseArchitecture, default: 'x86-64' },
-    Mirror: { field: 'mirror', default: '' },
+    Mirror: { field: 'mirror', default: '', flag: { name: 'mirror', description: 'override Mirror=' } },
     Components: { field: 'components', list: true },
     Repositories: { field: 'repositories', list: true, wholeValue: true },
-    RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean, default: true },
+    RepositoryKeyCheck: { field: 'repositoryKeyCheck', parse: parseBoolean, default: true, flag: { name: 'no-repository-key-check', sets: 'no', description: 'accept unsigned repositories (RepositoryKeyCheck=no)' } },
     RepositoryKey: { field: 'repositoryKeys', list: true },
     // rpm's own default since 4.16 (Fedora >= 36, openSUSE, RHEL 10); RHEL <= 9: /var/lib/rpm.
     RpmDatabase: { field: 'rpmDatabase', default: '/usr/lib/sysimage/rpm' },
   },
   Content: {
-    Packages: { field: 'packages', list: true },
+    Packages: { field: 'packages', list: true, flag: { name: 'package', description: 'add a package (repeatable)' } },
     BootstrapPackages: { field: 'bootstrapPackages', list: true },
     RemoveFiles: { field: 'removeFiles', list: true },
     KeepFiles: { field: 'keepFiles', list: true },
-    KernelPackage: { field: 'kernelPackage', optional: true },
+    KernelPackage: { field: 'kernelPackage', optional: true, flag: { name: 'kernel-package', description: 'take modules from this package (empty: from the host)' } },
     KernelModulePackages: { field: 'kernelModulePackages', list: true },
     UkiStubPackage: { field: 'ukiStubPackage', optional: true },
     FirmwarePackages: { field: 'firmwarePackages', list: true },
-    KernelVersion: { field: 'kernelVersions', list: true },
+    KernelVersion: { field: 'kernelVersions', list: true, flag: { name: 'kernel-version', char: 'k', replaces: true, description: 'build for this kernel version (repeatable)' } },
     KernelModulesRoot: { field: 'kernelModulesRoot', default: '/' },
     KernelModules: { field: 'kernelModules', list: true, ordered: true },
-    KernelModulesCompression: { field: 'kernelModulesCompression', parse: parseModuleCompression, default: 'keep' },
-    KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine, optional: true },
-    EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell, optional: true },
+    KernelModulesCompression: { field: 'kernelModulesCompression', parse: parseModuleCompression, default: 'keep', flag: { name: 'kernel-modules-compression', options: MODULE_COMPRESSIONS, description: 'modules as the kernel package ships them, or decompressed (KernelModulesCompression=)' } },
+    KernelCommandLine: { field: 'kernelCommandLine', parse: parseCommandLine, optional: true, flag: { name: 'kernel-command-line', description: "the UKI's .cmdline (KernelCommandLine=)" } },
+    EmergencyShell: { field: 'emergencyShell', parse: parseEmergencyShell, optional: true, flag: { name: 'emergency-shell', options: EMERGENCY_SHELLS, description: 'yes | password | no (EmergencyShell=; default: no for a signed UKI, else yes)' } },
     // The hash is not secret in the way a password is, but a summary is for reading: mark only that it is set.
     EmergencyShellPassword: { field: 'emergencyShellPassword', parse: parsePasswordHash, optional: true, render: (v: string | undefined) => (v ? '(hash set)' : undefined) },
-    ExtensionImagePolicy: { field: 'extensionImagePolicy', parse: parseExtensionImagePolicy, default: 'open' },
+    ExtensionImagePolicy: { field: 'extensionImagePolicy', parse: parseExtensionImagePolicy, default: 'open', flag: { name: 'extension-image-policy', options: EXTENSION_IMAGE_POLICIES, description: 'which extensions the initrd merges: open | verity | signed (ExtensionImagePolicy=)' } },
   },
   Output: {
-    CompressOutput: { field: 'compression', parse: parseCompression, default: 'zstd' },
-    CompressLevel: { field: 'compressionLevel', parse: parseLevel, optional: true },
-    Output: { field: 'output', optional: true },
-    Format: { field: 'format', parse: parseFormat, default: 'cpio' },
+    CompressOutput: { field: 'compression', parse: parseCompression, default: 'zstd', flag: { name: 'compression', description: 'zstd | xz | gzip | lz4 | none' } },
+    CompressLevel: { field: 'compressionLevel', parse: parseLevel, optional: true, flag: { name: 'compression-level', integer: true, description: 'compression level' } },
+    Output: { field: 'output', optional: true, flag: { name: 'output', char: 'o', description: 'output image path ({kver} is replaced; a trailing / names a directory)' } },
+    Format: { field: 'format', parse: parseFormat, default: 'cpio', flag: { name: 'format', options: OUTPUT_FORMATS, description: 'cpio (an initrd) | uki (systemd-stub + kernel + initrd, Format=)' } },
   },
   // mkosi's names and section for the Secure Boot signing key.
   Validation: {
-    SecureBootKey: { field: 'secureBootKey', optional: true },
-    SecureBootCertificate: { field: 'secureBootCertificate', optional: true },
+    SecureBootKey: { field: 'secureBootKey', optional: true, flag: { name: 'sign-key', path: true, description: 'sign the UKI for Secure Boot with this PEM key (SecureBootKey=)' } },
+    SecureBootCertificate: { field: 'secureBootCertificate', optional: true, flag: { name: 'sign-cert', path: true, description: 'the PEM certificate of --sign-key (SecureBootCertificate=)' } },
   },
   Build: {
-    ToolsTree: { field: 'toolsTree', parse: parseToolsTree, default: 'default' },
+    ToolsTree: { field: 'toolsTree', parse: parseToolsTree, default: 'default', flag: { name: 'tools-tree', description: 'where build tools come from: default (packages of the preset), host, or a preset name (ToolsTree=)' } },
     ToolsTreePackages: { field: 'toolsTreePackages', list: true },
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;
@@ -324,6 +351,44 @@ export const SCHEMA: Readonly<Record<string, Readonly<Record<string, KeySpec>>>>
 /** Every key's spec, in SCHEMA order. */
 export function schemaKeys(): Array<{ section: string; key: string; spec: KeySpec }> {
   return Object.entries(SCHEMA).flatMap(([section, keys]) => Object.entries(keys).map(([key, spec]) => ({ section, key, spec })));
+}
+
+/** The keys that have a command-line flag, in SCHEMA order. */
+export function flagKeys(): Array<{ section: string; key: string; spec: KeySpec; flag: FlagSpec }> {
+  return schemaKeys().flatMap((k) => (k.spec.flag ? [{ ...k, flag: k.spec.flag }] : []));
+}
+
+/** A flag's value as the CLI parsed it: a string, several, a number or a switch. */
+export type FlagValue = string | readonly string[] | number | boolean | undefined;
+
+/**
+ * Command-line flag values (by flag name; other names are ignored, so a command can pass
+ * all of its parsed flags) as assignments of their keys, to be applied after every file.
+ */
+export function flagAssignments(values: Readonly<Record<string, FlagValue>>, cwd = process.cwd()): Assignment[] {
+  const out: Assignment[] = [];
+  for (const { section, key, spec, flag } of flagKeys()) {
+    const value = values[flag.name];
+    if (value === undefined || value === false) continue;
+    const assign = (v: string) => out.push({ section, key, value: v, file: 'command line', line: 0, flag: flag.name });
+    if (value === true) {
+      if (flag.sets === undefined) throw new TypeError(`--${flag.name} takes a value`);
+      assign(flag.sets);
+    } else if (typeof value === 'number') {
+      assign(String(value));
+    } else if (typeof value === 'string') {
+      assign(flag.path && value !== '' ? resolve(cwd, value) : value);
+    } else {
+      if (!spec.list) throw new TypeError(`--${flag.name} takes one value`);
+      if (flag.replaces) assign('');
+      // One assignment per value: a list flag's value is one item (a repository line has spaces).
+      for (const v of value) {
+        if (v === '') continue;
+        assign(flag.path ? resolve(cwd, v) : v);
+      }
+    }
+  }
+  return out;
 }
 
 /** The configuration before any file is read: every key's default (SCHEMA). */

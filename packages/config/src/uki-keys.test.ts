@@ -38,7 +38,7 @@ describe('UKI and Secure Boot keys', () => {
     expect(c.ukiStubPackage).toBe('systemd-boot-efi');
     expect(renderConfig(c)).toMatch(/\[Validation\]\nSecureBootKey=\/k\/db.key\nSecureBootCertificate=\/k\/db.crt/);
     // Flags win over files.
-    const f = await loadConfig({ ...opts(), configFiles: [file], overrides: { kernelCommandLine: ' ro ', format: 'uki' } });
+    const f = await loadConfig({ ...opts(), configFiles: [file], overrides: { 'kernel-command-line': ' ro ', format: 'uki' } });
     expect(f.kernelCommandLine).toBe('ro');
   });
 
@@ -51,8 +51,8 @@ describe('UKI and Secure Boot keys', () => {
   it('rejects an unknown format, a key without its certificate, and signing a cpio', async () => {
     await expect(loadConfig({ ...opts(), configFiles: [await conf('f.conf', '[Output]\nFormat=pe\n')] })).rejects.toThrow(/f.conf:2: Output.Format: unknown format "pe"/);
     await expect(loadConfig({ ...opts(), overrides: { format: 'pe' } })).rejects.toThrow('unknown format "pe"');
-    await expect(loadConfig({ ...opts(), overrides: { format: 'uki', secureBootKey: '/k' } })).rejects.toThrow('SecureBootKey= and SecureBootCertificate= go together');
-    await expect(loadConfig({ ...opts(), overrides: { secureBootKey: '/k', secureBootCertificate: '/c' } })).rejects.toThrow(/signs a UKI, but the output format is cpio/);
+    await expect(loadConfig({ ...opts(), overrides: { format: 'uki', 'sign-key': '/k' } })).rejects.toThrow('SecureBootKey= and SecureBootCertificate= go together');
+    await expect(loadConfig({ ...opts(), overrides: { 'sign-key': '/k', 'sign-cert': '/c' } })).rejects.toThrow(/signs a UKI, but the output format is cpio/);
   });
 
   it('takes a password hash, never a clear-text password', async () => {
