@@ -26,6 +26,13 @@ describe('run', () => {
     expect((error as UserError).message).toContain('exited with 3');
     expect((error as UserError).hint).toBe('boom');
   });
+  it('accepts the exit codes a caller names as success (modinfo exits 1 for one bad module of a batch)', async () => {
+    const r = await run('sh', ['-c', 'echo partial; exit 1'], { okExitCodes: [0, 1] });
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toBe('partial\n');
+    const error = await run('sh', ['-c', 'exit 2'], { okExitCodes: [0, 1] }).catch((e: unknown) => e);
+    expect((error as UserError).message).toContain('exited with 2');
+  });
   it('reports a missing program as MISSING_TOOL', async () => {
     const error = await run('definitely-not-a-program-xyz', []).catch((e: unknown) => e);
     expect((error as UserError).code).toBe('MISSING_TOOL');

@@ -78,7 +78,10 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     throw new UserError('MISSING_TOOL', `${file} is not installed`, { hint: `apt-get install ${packageForTool(file)}` });
   }
   const ok = options.okExitCodes ?? [0];
-  if (result.failed || !ok.includes(runResult.exitCode)) {
+  // With reject: false, execa's `failed` is also true for any non-zero exit, which would
+  // make okExitCodes meaningless: only a run that did not end by itself is a failure here.
+  const didNotExit = result.timedOut || result.isCanceled || result.signal !== undefined || result.exitCode === undefined;
+  if (didNotExit || !ok.includes(runResult.exitCode)) {
     const explained = options.explainFailure?.(runResult);
     if (explained) throw explained;
     const how = result.timedOut
