@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '@mkinitrd-pkg/common';
 import { mkinitrdPkg } from './lib/cli.js';
-import { runInToolsRoot, toolsRoot } from './lib/tools-root.js';
+import { enrolSecureBootKey } from './lib/tools-root.js';
 import { OVMF, bootQemuUefi, makeEsp, makeTestRoot, type BootSession } from '../scripts/lib/qemu.mjs';
 
 /**
@@ -53,22 +53,9 @@ describe.skipIf(!ovmfInstalled)('signed extension beside a signed UKI, verified 
     // No --verity-cert: nothing in the initrd trusts the signer.
     await cli(['build', '--preset', 'debian', '--format', 'uki', '--kernel-command-line', CMDLINE, '--sign-key', key, '--sign-cert', cert, '--output', uki, '--source-date-epoch', EPOCH, '--cache-dir', TEST_CACHE]);
     rootImage = await makeTestRoot({ uuid: '0c8b1d56-3f0e-4b5e-9a51-7d1c1a2b3c4e', label: ROOT_LABEL });
-    // Enrol the key as PK, KEK and db (as test/uki.test.ts does).
-    const tools = await toolsRoot(['python3-virt-firmware'], TEST_CACHE);
-    const work = await mkdtemp(join(tools, 'tmp', 'enrol-'));
-    await run('cp', [OVMF.vars, join(work, 'in.fd')]);
-    await run('cp', [cert, join(work, 'db.crt')]);
-    const inRoot = (p: string) => p.slice(tools.length);
-    const owner = '4d4b494e-4954-5244-2d50-4b472d544553';
-    const enrol = await runInToolsRoot(tools, [
-      'virt-fw-vars', '-i', inRoot(join(work, 'in.fd')), '-o', inRoot(join(work, 'out.fd')),
-      '--set-pk', owner, inRoot(join(work, 'db.crt')), '--add-kek', owner, inRoot(join(work, 'db.crt')), '--add-db', owner, inRoot(join(work, 'db.crt')),
-      '--secure-boot',
-    ]);
-    expect(enrol.stderr + enrol.stdout).toMatch(/set variable SecureBootEnable: True/);
+    // Enrol the key as PK, KEK and db.
     vars = join(dir, 'vars.fd');
-    await run('cp', [join(work, 'out.fd'), vars]);
-    await run('rm', ['-rf', work]);
+    await enrolSecureBootKey(cert, vars, TEST_CACHE);
   }, 1_800_000);
 
   afterAll(async () => {

@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '@mkinitrd-pkg/common';
 import { mkinitrdPkg, expectOneLineError } from './lib/cli.js';
-import { runInToolsRoot, toolsRoot } from './lib/tools-root.js';
+import { enrolSecureBootKey } from './lib/tools-root.js';
 import { OVMF, ROOT_MARKER, bootQemu, bootQemuUefi, makeEsp, makeTestRoot, type BootSession } from '../scripts/lib/qemu.mjs';
 
 /**
@@ -77,21 +77,8 @@ describe.skipIf(!ovmfInstalled)('UKI: build, sign, Secure Boot', () => {
     rootImage = await makeTestRoot({ uuid: '0c8b1d56-3f0e-4b5e-9a51-7d1c1a2b3c4d', label: ROOT_LABEL });
 
     // Enrol the project's key: PK = KEK = db = db.crt, Secure Boot on, no Microsoft keys.
-    const tools = await toolsRoot(['python3-virt-firmware'], TEST_CACHE);
-    const work = await mkdtemp(join(tools, 'tmp', 'enrol-'));
-    await run('cp', [OVMF.vars, join(work, 'in.fd')]);
-    await run('cp', [ownCert, join(work, 'db.crt')]);
-    const inRoot = (p: string) => p.slice(tools.length);
-    const owner = '4d4b494e-4954-5244-2d50-4b472d544553';
-    const enrol = await runInToolsRoot(tools, [
-      'virt-fw-vars', '-i', inRoot(join(work, 'in.fd')), '-o', inRoot(join(work, 'out.fd')),
-      '--set-pk', owner, inRoot(join(work, 'db.crt')), '--add-kek', owner, inRoot(join(work, 'db.crt')), '--add-db', owner, inRoot(join(work, 'db.crt')),
-      '--secure-boot',
-    ]);
-    expect(enrol.stderr + enrol.stdout).toMatch(/set variable SecureBootEnable: True/);
     ownVars = join(dir, 'own-vars.fd');
-    await run('cp', [join(work, 'out.fd'), ownVars]);
-    await run('rm', ['-rf', work]);
+    await enrolSecureBootKey(ownCert, ownVars, TEST_CACHE);
   }, 1_800_000);
 
   afterAll(async () => {
