@@ -37,7 +37,7 @@ import {
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { UserError, childEnvironment, getLogger, isErrnoException, resolveToolSync, type Logger } from '@mkinitrd-pkg/common';
-import { readImage, type CpioEntry } from './reader.js';
+import { readImage, type CpioEntry, type EntryCounts } from './reader.js';
 import { DirWalker, at, openRoot, whyNotDir } from './dirfd.js';
 
 export interface ExtractOptions {
@@ -46,16 +46,8 @@ export interface ExtractOptions {
   logger?: Logger;
 }
 
-export interface ExtractResult {
+export interface ExtractResult extends EntryCounts {
   destination: string;
-  entries: number;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  hardlinks: number;
-  devices: number;
-  fifos: number;
-  sockets: number;
   /** Data bytes written. */
   bytes: number;
   /** Members that could not be created (device nodes when not root), with why. */

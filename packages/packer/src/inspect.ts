@@ -7,7 +7,7 @@
  * for callers that want it all (and can afford it).
  */
 import { fstatSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
-import { readImageEvents, type CpioEntry, type SegmentStats } from './reader.js';
+import { readImageEvents, type CpioEntry, type EntryCounts, type SegmentStats } from './reader.js';
 import type { SegmentFormat } from './compress.js';
 import type { EntryType } from './newc.js';
 
@@ -37,17 +37,9 @@ export interface InspectEntry {
   rdev?: string;
 }
 
-export interface InspectTotals {
+export interface InspectTotals extends EntryCounts {
   segments: number;
   archives: number;
-  entries: number;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  hardlinks: number;
-  devices: number;
-  fifos: number;
-  sockets: number;
   /** Data bytes of all members (regular files and symlink targets). */
   dataBytes: number;
   /** Bytes of newc data after decompression. */

@@ -18,6 +18,18 @@ import { bzip2RunEnd, lzoEnd, xzRunEnd, zstdRunEnd } from './members.js';
 export { zstdRunEnd };
 import { HEADER_SIZE, TRAILER_NAME, corrupt, decodeHeader, pad4, typeOfMode, type EntryType } from './newc.js';
 
+/** How many entries of each kind an archive holds (what inspect reports and extract wrote). */
+export interface EntryCounts {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  devices: number;
+  fifos: number;
+  sockets: number;
+}
+
 /** One member as stored in the image. */
 export interface CpioEntry {
   /** Name as UTF-8 text (invalid bytes shown as U+FFFD; `rawName` has the exact bytes). */
