@@ -11,7 +11,7 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, applyExtensionImagePolicy, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
 import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
@@ -203,7 +203,7 @@ async function stagePackage(
   // STAGED_WITH_DEPMOD in both keys: entries sealed before modules.dep was written into
   // them are not picked up (they would cost a depmod -n of the whole tree per build).
   const indexKey = metadataDigest ? digestOf([STAGED_WITH_DEPMOD, packages, config.architecture, metadataDigest]) : undefined;
-  return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
+  return stageVerified(cacheDir, 'stagedKernels', indexKey, logger, async (fill) => {
     let root: string | undefined;
     await unpack({
       config,

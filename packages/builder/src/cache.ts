@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, readdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
+import { CACHE_DIRS, CACHEDIR_TAG, UserError, cachePath, cleanableCacheDirs, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type CacheDirName, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 import type { FrameCache } from '@mkinitrd-pkg/packer';
@@ -106,7 +106,7 @@ function walkTree(root: string, visit: (relPath: string, path: string, st: impor
 }
 
 function entryDir(cacheDir: string, key: string): string {
-  return join(cacheDir, 'roots', key);
+  return cachePath(cacheDir, 'roots', key);
 }
 
 /** `.NAME.OWNER.RANDOM.tmp`: a cache entry being written; OWNER says whose (common/src/owner.ts). */
@@ -179,7 +179,7 @@ async function readEntryMeta<T>(dir: string, logger: Logger): Promise<T | undefi
  * so a reader sees a complete entry or none. Returns the cached root's new path.
  */
 export async function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, 'treeDigest' | 'statDigest' | 'format' | 'key' | 'createdAt'>): Promise<RootCacheEntry> {
-  const roots = join(cacheDir, 'roots');
+  const roots = cachePath(cacheDir, 'roots');
   await mkdir(roots, { recursive: true });
   const temp = join(roots, temporaryName(key));
   await mkdir(temp);
@@ -219,20 +219,6 @@ const silent = { warn() {}, info() {} } as unknown as Logger;
 
 export const KERNEL_CACHE_FORMAT = 1;
 
-/**
- * Where verified kernel staging roots live. Not `kernels/`: older versions keep
- * unverified trees there (a `.complete` marker, index files holding paths) and may be
- * running against the same cache; sharing the directory would make each remove the
- * other's entries as "incomplete".
- */
-export const KERNEL_CACHE_DIR = 'staged-kernels';
-
-/** Where verified tools roots live (build tools unpacked from packages: tools.ts). */
-export const TOOLS_CACHE_DIR = 'tools';
-
-/** Where compressed frames of images live (packer FrameCache, content-addressed). */
-export const FRAMES_CACHE_DIR = 'frames';
-
 /** A frame not used for this long is removed by the next build (frames of old installroots). */
 const FRAME_MAX_AGE_MS = 14 * 24 * 60 * 60 * 1000;
 
@@ -247,7 +233,7 @@ const FRAME_DIGEST_BYTES = 32;
  * failure to store (a full disk) costs the next build time, not this build: a warning.
  */
 export function frameStore(cacheDir: string, logger: Logger): FrameCache {
-  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  const dir = cachePath(cacheDir, 'frames');
   let made = false;
   return {
     async get(key) {
@@ -288,7 +274,7 @@ export function frameStore(cacheDir: string, logger: Logger): FrameCache {
 
 /** Remove frames unused for FRAME_MAX_AGE_MS (a new installroot leaves the old one's behind). */
 export async function pruneFrames(cacheDir: string, now = Date.now()): Promise<number> {
-  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  const dir = cachePath(cacheDir, 'frames');
   let removed = 0;
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (!/^[0-9a-f]{64}$/.test(name)) continue;
@@ -316,13 +302,13 @@ interface StagedMeta extends VerifiedMeta {
  */
 export async function stageVerified(
   cacheDir: string,
-  kind: string,
+  kind: CacheDirName,
   indexKey: string | undefined,
   logger: Logger,
   produce: (fill: (name: string) => Promise<string | undefined>) => Promise<void>,
   mode: VerifyMode = 'quick',
 ): Promise<string> {
-  const base = join(cacheDir, kind);
+  const base = cachePath(cacheDir, kind);
   const indexPath = indexKey ? join(base, 'index', indexKey) : undefined;
   const verified = async (name: string): Promise<boolean> => {
     if (!/^[0-9a-f]{8,64}$/.test(name)) return false;
@@ -376,7 +362,8 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), TOOLS_CACHE_DIR, join(TOOLS_CACHE_DIR, 'index'), 'metadata', FRAMES_CACHE_DIR]) {
+  const { roots, stagedKernels, tools, metadata, frames } = CACHE_DIRS;
+  for (const part of [roots, stagedKernels, join(stagedKernels, 'index'), tools, join(tools, 'index'), metadata, frames]) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
@@ -404,17 +391,17 @@ export interface MetadataState {
 /** When repository metadata was last fetched, per repository set (lets a warm build skip the network). */
 export async function readMetadataState(cacheDir: string, repoKey: string): Promise<MetadataState | undefined> {
   try {
-    return JSON.parse(await readFile(join(cacheDir, 'metadata', `${repoKey}.json`), 'utf8')) as MetadataState;
+    return JSON.parse(await readFile(cachePath(cacheDir, 'metadata', `${repoKey}.json`), 'utf8')) as MetadataState;
   } catch {
     return undefined;
   }
 }
 
 export async function writeMetadataState(cacheDir: string, repoKey: string, state: MetadataState): Promise<void> {
-  await mkdir(join(cacheDir, 'metadata'), { recursive: true });
-  const temp = join(cacheDir, 'metadata', temporaryName(repoKey));
+  await mkdir(cachePath(cacheDir, 'metadata'), { recursive: true });
+  const temp = cachePath(cacheDir, 'metadata', temporaryName(repoKey));
   await writeFile(temp, JSON.stringify(state) + '\n');
-  await rename(temp, join(cacheDir, 'metadata', `${repoKey}.json`));
+  await rename(temp, cachePath(cacheDir, 'metadata', `${repoKey}.json`));
 }
 
 export interface CleanResult {
@@ -441,12 +428,9 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
   }
   try {
-    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, FRAMES_CACHE_DIR, 'work', 'metadata', 'sysext'];
-    // TODO(#15): derive from common's PACKAGE_MANAGERS (cacheDir of each entry) with the cache layout work.
-    if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];
     let bytes = 0;
-    for (const part of parts) {
+    for (const part of cleanableCacheDirs(all)) {
       const path = join(cacheDir, part);
       if (!(await stat(path).catch(() => undefined))) continue;
       bytes += duBytes(path);

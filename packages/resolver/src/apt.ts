@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { UserError, run, lastLines, architectureEntry, hostArchitecture, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, run, lastLines, architectureEntry, hostArchitecture, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, packageManagerCachePath, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
@@ -32,7 +32,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.components, config.repositories, config.repositoryKeys, config.repositoryKeyCheck]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, PACKAGE_MANAGERS.apt.cacheDir, `${config.distribution}-${config.release}-${key}`);
+  return packageManagerCachePath(cacheDir, 'apt', `${config.distribution}-${config.release}-${key}`);
 }
 
 interface AptPaths {

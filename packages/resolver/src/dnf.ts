@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, requireCommands, run, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
+import { UserError, requireCommands, run, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, packageManagerCachePath, type RunResult } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
@@ -110,7 +110,7 @@ function repoCacheDir(cacheDir: string, config: ImageConfig): string {
     .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.repositories]))
     .digest('hex')
     .slice(0, 16);
-  return join(cacheDir, PACKAGE_MANAGERS.dnf.cacheDir, `${config.distribution}-${config.release}-${key}`);
+  return packageManagerCachePath(cacheDir, 'dnf', `${config.distribution}-${config.release}-${key}`);
 }
 
 interface DnfPaths {

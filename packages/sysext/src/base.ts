@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
+import { UserError, cachePath, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
 import { listPresets, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver } from '@mkinitrd-pkg/resolver';
 import { extractImage } from '@mkinitrd-pkg/packer';
@@ -116,7 +116,7 @@ export function presetBaseKey(config: ImageConfig, repositoryDigest: string): st
 
 /**
  * A preset's installroot (its Packages= installed, not pruned, package database kept so
- * apt installs only what the extension adds), cached under CACHE/sysext/bases/ by
+ * apt installs only what the extension adds), cached under CACHE/sysext/bases/ (CACHE_DIRS.sysextBases) by
  * preset content and repository digest. Built in the work dir and renamed into place,
  * so a killed build never leaves a half-built base behind.
  */
@@ -124,7 +124,7 @@ async function presetBase(config: ImageConfig, options: ResolveBaseOptions): Pro
   const { logger, cacheDir } = options;
   const resolver = createResolver(config.packageManager);
   const digest = await resolver.refresh({ config, cacheDir, logger });
-  const dir = join(cacheDir, 'sysext', 'bases', `${config.preset}-${presetBaseKey(config, digest)}`);
+  const dir = cachePath(cacheDir, 'sysextBases', `${config.preset}-${presetBaseKey(config, digest)}`);
   const root = join(dir, 'root');
   try {
     await stat(join(dir, 'base.json'));
@@ -154,7 +154,7 @@ async function presetBase(config: ImageConfig, options: ResolveBaseOptions): Pro
     join(staging, 'base.json'),
     JSON.stringify({ preset: config.preset, sources: config.sources, repositoryDigest: outcome.install.repositoryDigest, packages: outcome.install.packages }, null, 2) + '\n',
   );
-  await mkdir(join(cacheDir, 'sysext', 'bases'), { recursive: true });
+  await mkdir(cachePath(cacheDir, 'sysextBases'), { recursive: true });
   try {
     await rename(staging, dir);
   } catch (error) {
