@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, cachePath, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
-import { listPresets, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
+import { listPresets, loadConfig, repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver } from '@mkinitrd-pkg/resolver';
 import { extractImage } from '@mkinitrd-pkg/packer';
 import { readBaseRelease } from './os-release.js';
@@ -92,24 +92,14 @@ async function configForBase(root: string, options: ResolveBaseOptions): Promise
   return config;
 }
 
-/** Cache key of a preset's installroot: its package set and the exact repository state. */
+/**
+ * Cache key of a preset's installroot: its repository set (config's repositoryIdentity, the
+ * same identity the builder's caches use), the exact state of those repositories, and the
+ * package set installed into it.
+ */
 export function presetBaseKey(config: ImageConfig, repositoryDigest: string): string {
   return createHash('sha256')
-    .update(
-      JSON.stringify([
-        config.distribution,
-        config.release,
-        config.packageManager,
-        config.architecture,
-        config.mirror,
-        config.components,
-        config.repositories,
-        config.repositoryKeys,
-        config.repositoryKeyCheck,
-        [...config.packages].sort(),
-        repositoryDigest,
-      ]),
-    )
+    .update(JSON.stringify([repositoryIdentity(config), repositoryDigest, [...config.packages].sort()]))
     .digest('hex')
     .slice(0, 20);
 }
