@@ -10,26 +10,16 @@ import type { FrameCache } from '@mkinitrd-pkg/packer';
 /** Bump when what a cached root contains (or how it is made) changes (13, issue 13's number so that concurrent branches' bumps do not share entries in one cache: the emergency shell drop-ins moved out of the cached root, they are per image). */
 export const ROOT_CACHE_FORMAT = 13;
 
-export interface RootCacheMeta {
-  format: number;
-  key: string;
-  createdAt: string;
+export interface RootCacheMeta extends EntryMeta {
   packages: InstalledPackage[];
   sourceDateEpoch: number;
   prune: PruneReport;
   sizeByDirectory: Record<string, number>;
   warnings: string[];
   repositoryDigest: string;
-  /** Digest of every entry (path, type, mode, owner, size, mtime, hard links, content, link target). */
-  treeDigest: string;
-  /** Digest of every entry's inode metadata (treeDigest's fast path, see verifyEntry). */
-  statDigest?: string;
 }
 
-export interface RootCacheEntry {
-  root: string;
-  meta: RootCacheMeta;
-}
+export type RootCacheEntry = VerifiedEntry<RootCacheMeta>;
 
 const BUFFER = Buffer.allocUnsafe(1 << 20);
 
@@ -105,17 +95,15 @@ function walkTree(root: string, visit: (relPath: string, path: string, st: impor
   }
 }
 
-function entryDir(cacheDir: string, key: string): string {
-  return cachePath(cacheDir, 'roots', key);
-}
-
 /** `.NAME.OWNER.RANDOM.tmp`: a cache entry being written; OWNER says whose (common/src/owner.ts). */
 function temporaryName(name: string): string {
   return `.${name}.${ownerToken()}.${randomBytes(4).toString('hex')}.tmp`;
 }
 
 export interface VerifiedMeta {
+  /** Digest of every entry (path, type, mode, owner, size, mtime, hard links, content, link target): treeDigest. */
   treeDigest: string;
+  /** Digest of every entry's inode metadata (treeDigest's fast path, see verifyTree). */
   statDigest?: string;
 }
 
@@ -143,22 +131,59 @@ async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string, mo
   }
 }
 
+/** What every verified entry's meta.json holds besides its own fields. */
+export interface EntryMeta extends VerifiedMeta {
+  format: number;
+  key: string;
+  createdAt: string;
+}
+
+export interface VerifiedEntry<M extends EntryMeta> {
+  root: string;
+  meta: M;
+}
+
 /**
- * A cached installroot, or undefined. An entry that is incomplete, of another format,
- * or whose tree no longer matches its recorded digest is removed and never used.
+ * A verified cache entry CACHE/KIND/KEY/{root,meta.json} (installroots, sysext's bases), or
+ * undefined. An entry that is incomplete, of another format, or whose tree no longer
+ * matches its recorded digest is removed and never used: the caller builds it again.
  */
-export async function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
-  const dir = entryDir(cacheDir, key);
-  const meta = await readEntryMeta<RootCacheMeta>(dir, logger);
+export async function lookupEntry<M extends EntryMeta>(cacheDir: string, kind: CacheDirName, key: string, format: number, logger: Logger, mode: VerifyMode = 'quick'): Promise<VerifiedEntry<M> | undefined> {
+  const dir = cachePath(cacheDir, kind, key);
+  const meta = await readEntryMeta<M>(dir, logger);
   if (!meta) return undefined;
   const root = join(dir, 'root');
-  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
+  const ok = meta.format === format && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
   if (!ok) {
     logger.warn({ dir }, 'cache entry does not match its digest; rebuilding it');
     await rm(dir, { recursive: true, force: true });
     return undefined;
   }
   return { root, meta };
+}
+
+/**
+ * Move a finished tree into the cache as CACHE/KIND/KEY: written under a temporary name, its
+ * digests taken, then renamed, so a reader sees a complete entry or none. Returns the
+ * cached tree's new path (another build's identical entry if it stored KEY first).
+ */
+export async function storeEntry<M extends EntryMeta>(cacheDir: string, kind: CacheDirName, key: string, format: number, root: string, meta: Omit<M, keyof EntryMeta | 'statDigest'>): Promise<VerifiedEntry<M>> {
+  const parent = cachePath(cacheDir, kind);
+  await mkdir(parent, { recursive: true });
+  const temp = join(parent, temporaryName(key));
+  await mkdir(temp);
+  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
+  await rename(root, join(temp, 'root'));
+  const full = { format, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) } as M;
+  await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
+  const entry = await publishEntry(temp, join(parent, key), () => lookupEntry<M>(cacheDir, kind, key, format, silent));
+  unregisterCleanup(temp);
+  return entry ?? { root: join(parent, key, 'root'), meta: full };
+}
+
+/** A cached installroot (CACHE/roots/KEY), or undefined: see lookupEntry. */
+export function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
+  return lookupEntry<RootCacheMeta>(cacheDir, 'roots', key, ROOT_CACHE_FORMAT, logger, mode);
 }
 
 /** meta.json of a cache entry; an entry directory without one is half-written and removed. */
@@ -174,22 +199,9 @@ async function readEntryMeta<T>(dir: string, logger: Logger): Promise<T | undefi
   }
 }
 
-/**
- * Move a finished root into the cache: written under a temporary name, then renamed,
- * so a reader sees a complete entry or none. Returns the cached root's new path.
- */
-export async function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, 'treeDigest' | 'statDigest' | 'format' | 'key' | 'createdAt'>): Promise<RootCacheEntry> {
-  const roots = cachePath(cacheDir, 'roots');
-  await mkdir(roots, { recursive: true });
-  const temp = join(roots, temporaryName(key));
-  await mkdir(temp);
-  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
-  await rename(root, join(temp, 'root'));
-  const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) };
-  await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
-  const entry = await publishEntry(temp, entryDir(cacheDir, key), () => lookupRoot(cacheDir, key, silent));
-  unregisterCleanup(temp);
-  return entry ?? { root: join(entryDir(cacheDir, key), 'root'), meta: full };
+/** Move a finished installroot into the cache (CACHE/roots/KEY): see storeEntry. */
+export function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, keyof EntryMeta | 'statDigest'>): Promise<RootCacheEntry> {
+  return storeEntry<RootCacheMeta>(cacheDir, 'roots', key, ROOT_CACHE_FORMAT, root, meta);
 }
 
 /**
@@ -362,8 +374,8 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  const { roots, stagedKernels, tools, metadata, frames } = CACHE_DIRS;
-  for (const part of [roots, stagedKernels, join(stagedKernels, 'index'), tools, join(tools, 'index'), metadata, frames]) {
+  const { roots, stagedKernels, tools, metadata, frames, sysextBases } = CACHE_DIRS;
+  for (const part of [roots, stagedKernels, join(stagedKernels, 'index'), tools, join(tools, 'index'), metadata, frames, sysextBases]) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
