@@ -4,14 +4,15 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cachePath } from '@mkinitrd-pkg/common';
 
 /**
  * The module tree of a kernel the build unpacked from the preset's kernel package
- * (cacheDir/staged-kernels/NAME/root/{usr/,}lib/modules/KVER, sealed by meta.json:
+ * (cacheDir/staged-kernels/NAME/root/{usr/,}lib/modules/KVER, common's CACHE_DIRS, sealed by meta.json:
  * packages/builder/src/cache.ts stageVerified), or undefined when the cache holds none.
  */
 export function stagedKernelModules(cacheDir, kver) {
-  const kernels = join(cacheDir, 'staged-kernels');
+  const kernels = cachePath(cacheDir, 'stagedKernels');
   for (const entry of existsSync(kernels) ? readdirSync(kernels) : []) {
     if (!existsSync(join(kernels, entry, 'meta.json'))) continue;
     for (const base of ['usr/lib/modules', 'lib/modules']) {

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UserError, checkOutputPath, copyFileAtomically, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, globToRegExp, pathExists, requireRoot, sourceDateEpochFromEnv, run, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
-import type { ImageConfig } from '@mkinitrd-pkg/config';
+import { repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
 import { createResolver, type InstalledPackage, type Resolver } from '@mkinitrd-pkg/resolver';
 import { findKernelVersions, installKernelModules, runDepmod } from '@mkinitrd-pkg/kmod';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
@@ -11,10 +11,10 @@ import { packTree } from '@mkinitrd-pkg/packer';
 import pLimit from 'p-limit';
 import { applyEmergencyShell, applyExtensionImagePolicy, installInitrdTree, makeInitrdRoot } from './initrd.js';
 import { stubPath, placeUkiExtensions, writeUki } from './uki.js';
-import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, KERNEL_CACHE_DIR, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
+import { lookupRoot, storeRoot, removeStaleTemporaries, writeMetadataState, stageVerified, frameStore, pruneFrames, ROOT_CACHE_FORMAT, type VerifyMode } from './cache.js';
 import { sizeByDirectory } from './tree.js';
 import { prepareTools, type ToolsManifest } from './tools.js';
-import { repositoryKey, repositoryMetadataDigest } from './metadata.js';
+import { repositoryMetadataDigest } from './metadata.js';
 
 export interface BuildOptions {
   config: ImageConfig;
@@ -203,7 +203,7 @@ async function stagePackage(
   // STAGED_WITH_DEPMOD in both keys: entries sealed before modules.dep was written into
   // them are not picked up (they would cost a depmod -n of the whole tree per build).
   const indexKey = metadataDigest ? digestOf([STAGED_WITH_DEPMOD, packages, config.architecture, metadataDigest]) : undefined;
-  return stageVerified(cacheDir, KERNEL_CACHE_DIR, indexKey, logger, async (fill) => {
+  return stageVerified(cacheDir, 'stagedKernels', indexKey, logger, async (fill) => {
     let root: string | undefined;
     await unpack({
       config,
@@ -301,7 +301,7 @@ async function installrootKey(config: ImageConfig, metadataDigest: string, expli
   const keys = await Promise.all(config.repositoryKeys.map(async (k) => digestOf(await readFile(k.replace(/^file:\/\//, ''), 'utf8').catch(() => k))));
   return digestOf({
     format: ROOT_CACHE_FORMAT,
-    repositories: repositoryKey(config),
+    repositories: repositoryIdentity(config),
     keys,
     metadataDigest,
     packages: [...config.packages].sort(),
@@ -670,7 +670,7 @@ async function prepareRoot(o: {
     // changed in between, the entry is stored under the newer digest.
     const storeKey = install.repositoryDigest === o.metadataDigest ? key : await installrootKey(config, install.repositoryDigest, o.explicitEpoch);
     const stored = await phases.time('cache store', () => storeRoot(cacheDir, storeKey, root, { ...result, repositoryDigest: install.repositoryDigest }));
-    if (storeKey !== key) await writeMetadataState(cacheDir, repositoryKey(config), { digest: install.repositoryDigest, refreshedAt: Date.now() });
+    if (storeKey !== key) await writeMetadataState(cacheDir, repositoryIdentity(config), { digest: install.repositoryDigest, refreshedAt: Date.now() });
     return { root: stored.root, shared: true, ...result, cache: 'miss' };
   }
   return { root, shared: false, ...result, cache: 'disabled' };

@@ -3,10 +3,10 @@ import { link, mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UserError, createWorkDir, exitedOwnerToken, ownerToken, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
+import { CACHE_DIRS, CACHE_LOCK_FILE, CACHEDIR_TAG, PACKAGE_MANAGERS, PACKAGE_MANAGER_NAMES, UserError, createWorkDir, lockCache, packageManagerCachePath, exitedOwnerToken, ownerToken, removeWorkDir, silentLogger } from '@mkinitrd-pkg/common';
 import { createHash } from 'node:crypto';
 import { packTree } from '@mkinitrd-pkg/packer';
-import { cleanCache, frameStore, pruneFrames, removeStaleTemporaries, stageVerified, statDigest, treeDigest, FRAMES_CACHE_DIR } from './cache.js';
+import { cleanCache, frameStore, pruneFrames, removeStaleTemporaries, stageVerified, statDigest, treeDigest } from './cache.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -55,14 +55,14 @@ describe('the frame cache: a damaged frame is never copied into an image', () =>
     const first = await pack('frames-1.img');
     const stored = first.frameCache!.stored;
     expect(stored).toBeGreaterThanOrEqual(3);
-    const files = (await readdir(join(cacheDir, FRAMES_CACHE_DIR))).sort();
+    const files = (await readdir(join(cacheDir, CACHE_DIRS.frames))).sort();
     expect(files).toHaveLength(stored);
     // One byte flipped inside a frame, another frame cut short.
-    const flipped = join(cacheDir, FRAMES_CACHE_DIR, files[0]!);
+    const flipped = join(cacheDir, CACHE_DIRS.frames, files[0]!);
     const bytes = await readFile(flipped);
     bytes[bytes.length - 5] ^= 0xff;
     await writeFile(flipped, bytes);
-    const cut = join(cacheDir, FRAMES_CACHE_DIR, files[1]!);
+    const cut = join(cacheDir, CACHE_DIRS.frames, files[1]!);
     await writeFile(cut, (await readFile(cut)).subarray(0, 40));
     const second = await pack('frames-2.img');
     expect(second.frameCache).toEqual({ hits: stored - 2, stored: 2 });
@@ -74,9 +74,9 @@ describe('the frame cache: a damaged frame is never copied into an image', () =>
     expect((await pack('frames-3.img')).frameCache).toEqual({ hits: stored, stored: 0 });
     // Frames unused for weeks are removed; `cache clean` removes them all.
     const old = new Date(Date.now() - 30 * 24 * 3600 * 1000);
-    await utimes(join(cacheDir, FRAMES_CACHE_DIR, files[2]!), old, old);
+    await utimes(join(cacheDir, CACHE_DIRS.frames, files[2]!), old, old);
     expect(await pruneFrames(cacheDir)).toBe(1);
-    expect(await readdir(join(cacheDir, FRAMES_CACHE_DIR))).toHaveLength(stored - 1);
+    expect(await readdir(join(cacheDir, CACHE_DIRS.frames))).toHaveLength(stored - 1);
   });
 });
 
@@ -95,10 +95,10 @@ describe('the kernel staging cache is verified before every use', () => {
     const cache = join(dir, 'kcache');
     const files = { 'usr/lib/modules/6.1.0-1/kernel/fs/ext4.ko': 'ext4 module', 'usr/lib/modules/6.1.0-1/kernel/md/raid1.ko': 'raid1 module' };
     const calls: string[] = [];
-    const root = await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    const root = await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack']);
     // Warm: the index names the entry, verified, no unpack.
-    expect(await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls))).toBe(root);
+    expect(await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls))).toBe(root);
     expect(calls).toEqual(['unpack']);
 
     // Same size, mtime put back: only the content (or ctime) gives it away.
@@ -106,26 +106,26 @@ describe('the kernel staging cache is verified before every use', () => {
     const before = await stat(ext4);
     await writeFile(ext4, 'EXT4 MODULE');
     await utimes(ext4, before.atime, before.mtime);
-    expect(await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls))).toBe(root);
+    expect(await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls))).toBe(root);
     expect(calls).toEqual(['unpack', 'unpack']);
     expect(await readFile(ext4, 'utf8')).toBe('ext4 module');
 
     await rm(join(root, 'usr/lib/modules/6.1.0-1/kernel/md/raid1.ko'));
-    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack', 'unpack', 'unpack']);
     expect(await readFile(join(root, 'usr/lib/modules/6.1.0-1/kernel/md/raid1.ko'), 'utf8')).toBe('raid1 module');
 
     // Without an index (metadata not fresh): the named entry is verified and reused.
-    await stageVerified(cache, 'kernels', undefined, silentLogger(), fill(files, calls));
+    await stageVerified(cache, 'stagedKernels', undefined, silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack', 'unpack', 'unpack', 'hit']);
-    expect((await readdir(join(cache, 'kernels'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    expect((await readdir(join(cache, CACHE_DIRS.stagedKernels))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
   it('--verify-cache (full) catches damage that no inode field shows; the quick check cannot', async () => {
     const cache = join(dir, 'kcache-full');
     const files = { 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko': 'xfs module' };
     const calls: string[] = [];
-    const root = await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    const root = await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls));
     // Bit rot (or a meta.json written by someone else): the content changes, and the
     // recorded stat digest is the tree's current one.
     const xfs = join(root, 'usr/lib/modules/6.1.0-1/kernel/fs/xfs.ko');
@@ -133,17 +133,17 @@ describe('the kernel staging cache is verified before every use', () => {
     const metaPath = join(root, '..', 'meta.json');
     const meta = JSON.parse(await readFile(metaPath, 'utf8'));
     await writeFile(metaPath, JSON.stringify({ ...meta, statDigest: statDigest(root) }));
-    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls));
+    await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls));
     expect(calls).toEqual(['unpack']); // the quick check trusts the inode metadata
     expect(await readFile(xfs, 'utf8')).toBe('XFS MODULE');
     const warnings: string[] = [];
     const logger = { ...silentLogger(), warn: (o: unknown, m?: string) => warnings.push(`${JSON.stringify(o)} ${m}`) } as unknown as ReturnType<typeof silentLogger>;
-    await stageVerified(cache, 'kernels', 'idx', logger, fill(files, calls), 'full');
+    await stageVerified(cache, 'stagedKernels', 'idx', logger, fill(files, calls), 'full');
     expect(calls).toEqual(['unpack', 'unpack']);
     expect(warnings.join('\n')).toMatch(/does not match its digest/);
     expect(await readFile(xfs, 'utf8')).toBe('xfs module');
     // And a sound entry passes the full check without being unpacked again.
-    await stageVerified(cache, 'kernels', 'idx', silentLogger(), fill(files, calls), 'full');
+    await stageVerified(cache, 'stagedKernels', 'idx', silentLogger(), fill(files, calls), 'full');
     expect(calls).toEqual(['unpack', 'unpack']);
   });
 });
@@ -213,6 +213,17 @@ describe('concurrency: stale means the owner is gone', () => {
     const result = await cleanCache(cache, false);
     expect(result.removed).toEqual(expect.arrayContaining([join(cache, 'roots'), join(cache, 'work')]));
     await expect(stat(join(cache, 'roots'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('cache clean removes every directory of the cache layout; downloads only with --all', async () => {
+    const cache = join(dir, 'clean-layout');
+    await lockCache(cache).then((lock) => lock!.release()); // tags it, as a build does
+    for (const sub of Object.values(CACHE_DIRS)) await mkdir(join(cache, sub, 'entry'), { recursive: true });
+    for (const name of PACKAGE_MANAGER_NAMES) await mkdir(packageManagerCachePath(cache, name, 'lists'), { recursive: true });
+    await cleanCache(cache, false);
+    expect((await readdir(cache)).sort()).toEqual([CACHEDIR_TAG, CACHE_LOCK_FILE, ...PACKAGE_MANAGER_NAMES.map((n) => PACKAGE_MANAGERS[n].cacheDir)].sort());
+    await cleanCache(cache, true);
+    expect((await readdir(cache)).sort()).toEqual([CACHEDIR_TAG, CACHE_LOCK_FILE].sort());
   });
 
   it('cache clean --cache-dir naming a directory that is not a cache removes nothing', async () => {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile, readdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CACHEDIR_TAG, UserError, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type Logger } from '@mkinitrd-pkg/common';
+import { CACHE_DIRS, CACHEDIR_TAG, UserError, cachePath, cleanableCacheDirs, isOwnerAlive, isTaggedCache, lockCache, registerCleanup, unregisterCleanup, ownerOfName, ownerToken, type CacheDirName, type Logger } from '@mkinitrd-pkg/common';
 import type { InstalledPackage } from '@mkinitrd-pkg/resolver';
 import type { PruneReport } from '@mkinitrd-pkg/pruner';
 import type { FrameCache } from '@mkinitrd-pkg/packer';
@@ -10,26 +10,16 @@ import type { FrameCache } from '@mkinitrd-pkg/packer';
 /** Bump when what a cached root contains (or how it is made) changes (13, issue 13's number so that concurrent branches' bumps do not share entries in one cache: the emergency shell drop-ins moved out of the cached root, they are per image). */
 export const ROOT_CACHE_FORMAT = 13;
 
-export interface RootCacheMeta {
-  format: number;
-  key: string;
-  createdAt: string;
+export interface RootCacheMeta extends EntryMeta {
   packages: InstalledPackage[];
   sourceDateEpoch: number;
   prune: PruneReport;
   sizeByDirectory: Record<string, number>;
   warnings: string[];
   repositoryDigest: string;
-  /** Digest of every entry (path, type, mode, owner, size, mtime, hard links, content, link target). */
-  treeDigest: string;
-  /** Digest of every entry's inode metadata (treeDigest's fast path, see verifyEntry). */
-  statDigest?: string;
 }
 
-export interface RootCacheEntry {
-  root: string;
-  meta: RootCacheMeta;
-}
+export type RootCacheEntry = VerifiedEntry<RootCacheMeta>;
 
 const BUFFER = Buffer.allocUnsafe(1 << 20);
 
@@ -105,17 +95,15 @@ function walkTree(root: string, visit: (relPath: string, path: string, st: impor
   }
 }
 
-function entryDir(cacheDir: string, key: string): string {
-  return join(cacheDir, 'roots', key);
-}
-
 /** `.NAME.OWNER.RANDOM.tmp`: a cache entry being written; OWNER says whose (common/src/owner.ts). */
 function temporaryName(name: string): string {
   return `.${name}.${ownerToken()}.${randomBytes(4).toString('hex')}.tmp`;
 }
 
 export interface VerifiedMeta {
+  /** Digest of every entry (path, type, mode, owner, size, mtime, hard links, content, link target): treeDigest. */
   treeDigest: string;
+  /** Digest of every entry's inode metadata (treeDigest's fast path, see verifyTree). */
   statDigest?: string;
 }
 
@@ -143,22 +131,59 @@ async function verifyTree(root: string, meta: VerifiedMeta, metaPath: string, mo
   }
 }
 
+/** What every verified entry's meta.json holds besides its own fields. */
+export interface EntryMeta extends VerifiedMeta {
+  format: number;
+  key: string;
+  createdAt: string;
+}
+
+export interface VerifiedEntry<M extends EntryMeta> {
+  root: string;
+  meta: M;
+}
+
 /**
- * A cached installroot, or undefined. An entry that is incomplete, of another format,
- * or whose tree no longer matches its recorded digest is removed and never used.
+ * A verified cache entry CACHE/KIND/KEY/{root,meta.json} (installroots, sysext's bases), or
+ * undefined. An entry that is incomplete, of another format, or whose tree no longer
+ * matches its recorded digest is removed and never used: the caller builds it again.
  */
-export async function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
-  const dir = entryDir(cacheDir, key);
-  const meta = await readEntryMeta<RootCacheMeta>(dir, logger);
+export async function lookupEntry<M extends EntryMeta>(cacheDir: string, kind: CacheDirName, key: string, format: number, logger: Logger, mode: VerifyMode = 'quick'): Promise<VerifiedEntry<M> | undefined> {
+  const dir = cachePath(cacheDir, kind, key);
+  const meta = await readEntryMeta<M>(dir, logger);
   if (!meta) return undefined;
   const root = join(dir, 'root');
-  const ok = meta.format === ROOT_CACHE_FORMAT && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
+  const ok = meta.format === format && meta.key === key && (await verifyTree(root, meta, join(dir, 'meta.json'), mode));
   if (!ok) {
     logger.warn({ dir }, 'cache entry does not match its digest; rebuilding it');
     await rm(dir, { recursive: true, force: true });
     return undefined;
   }
   return { root, meta };
+}
+
+/**
+ * Move a finished tree into the cache as CACHE/KIND/KEY: written under a temporary name, its
+ * digests taken, then renamed, so a reader sees a complete entry or none. Returns the
+ * cached tree's new path (another build's identical entry if it stored KEY first).
+ */
+export async function storeEntry<M extends EntryMeta>(cacheDir: string, kind: CacheDirName, key: string, format: number, root: string, meta: Omit<M, keyof EntryMeta | 'statDigest'>): Promise<VerifiedEntry<M>> {
+  const parent = cachePath(cacheDir, kind);
+  await mkdir(parent, { recursive: true });
+  const temp = join(parent, temporaryName(key));
+  await mkdir(temp);
+  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
+  await rename(root, join(temp, 'root'));
+  const full = { format, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) } as M;
+  await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
+  const entry = await publishEntry(temp, join(parent, key), () => lookupEntry<M>(cacheDir, kind, key, format, silent));
+  unregisterCleanup(temp);
+  return entry ?? { root: join(parent, key, 'root'), meta: full };
+}
+
+/** A cached installroot (CACHE/roots/KEY), or undefined: see lookupEntry. */
+export function lookupRoot(cacheDir: string, key: string, logger: Logger, mode: VerifyMode = 'quick'): Promise<RootCacheEntry | undefined> {
+  return lookupEntry<RootCacheMeta>(cacheDir, 'roots', key, ROOT_CACHE_FORMAT, logger, mode);
 }
 
 /** meta.json of a cache entry; an entry directory without one is half-written and removed. */
@@ -174,22 +199,9 @@ async function readEntryMeta<T>(dir: string, logger: Logger): Promise<T | undefi
   }
 }
 
-/**
- * Move a finished root into the cache: written under a temporary name, then renamed,
- * so a reader sees a complete entry or none. Returns the cached root's new path.
- */
-export async function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, 'treeDigest' | 'statDigest' | 'format' | 'key' | 'createdAt'>): Promise<RootCacheEntry> {
-  const roots = join(cacheDir, 'roots');
-  await mkdir(roots, { recursive: true });
-  const temp = join(roots, temporaryName(key));
-  await mkdir(temp);
-  registerCleanup(temp); // removed if a signal stops us (else by the next build: its owner is gone)
-  await rename(root, join(temp, 'root'));
-  const full: RootCacheMeta = { format: ROOT_CACHE_FORMAT, key, createdAt: new Date().toISOString(), ...meta, treeDigest: treeDigest(join(temp, 'root')), statDigest: statDigest(join(temp, 'root')) };
-  await writeFile(join(temp, 'meta.json'), JSON.stringify(full, null, 2) + '\n');
-  const entry = await publishEntry(temp, entryDir(cacheDir, key), () => lookupRoot(cacheDir, key, silent));
-  unregisterCleanup(temp);
-  return entry ?? { root: join(entryDir(cacheDir, key), 'root'), meta: full };
+/** Move a finished installroot into the cache (CACHE/roots/KEY): see storeEntry. */
+export function storeRoot(cacheDir: string, key: string, root: string, meta: Omit<RootCacheMeta, keyof EntryMeta | 'statDigest'>): Promise<RootCacheEntry> {
+  return storeEntry<RootCacheMeta>(cacheDir, 'roots', key, ROOT_CACHE_FORMAT, root, meta);
 }
 
 /**
@@ -219,20 +231,6 @@ const silent = { warn() {}, info() {} } as unknown as Logger;
 
 export const KERNEL_CACHE_FORMAT = 1;
 
-/**
- * Where verified kernel staging roots live. Not `kernels/`: older versions keep
- * unverified trees there (a `.complete` marker, index files holding paths) and may be
- * running against the same cache; sharing the directory would make each remove the
- * other's entries as "incomplete".
- */
-export const KERNEL_CACHE_DIR = 'staged-kernels';
-
-/** Where verified tools roots live (build tools unpacked from packages: tools.ts). */
-export const TOOLS_CACHE_DIR = 'tools';
-
-/** Where compressed frames of images live (packer FrameCache, content-addressed). */
-export const FRAMES_CACHE_DIR = 'frames';
-
 /** A frame not used for this long is removed by the next build (frames of old installroots). */
 const FRAME_MAX_AGE_MS = 14 * 24 * 60 * 60 * 1000;
 
@@ -247,7 +245,7 @@ const FRAME_DIGEST_BYTES = 32;
  * failure to store (a full disk) costs the next build time, not this build: a warning.
  */
 export function frameStore(cacheDir: string, logger: Logger): FrameCache {
-  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  const dir = cachePath(cacheDir, 'frames');
   let made = false;
   return {
     async get(key) {
@@ -288,7 +286,7 @@ export function frameStore(cacheDir: string, logger: Logger): FrameCache {
 
 /** Remove frames unused for FRAME_MAX_AGE_MS (a new installroot leaves the old one's behind). */
 export async function pruneFrames(cacheDir: string, now = Date.now()): Promise<number> {
-  const dir = join(cacheDir, FRAMES_CACHE_DIR);
+  const dir = cachePath(cacheDir, 'frames');
   let removed = 0;
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (!/^[0-9a-f]{64}$/.test(name)) continue;
@@ -316,13 +314,13 @@ interface StagedMeta extends VerifiedMeta {
  */
 export async function stageVerified(
   cacheDir: string,
-  kind: string,
+  kind: CacheDirName,
   indexKey: string | undefined,
   logger: Logger,
   produce: (fill: (name: string) => Promise<string | undefined>) => Promise<void>,
   mode: VerifyMode = 'quick',
 ): Promise<string> {
-  const base = join(cacheDir, kind);
+  const base = cachePath(cacheDir, kind);
   const indexPath = indexKey ? join(base, 'index', indexKey) : undefined;
   const verified = async (name: string): Promise<boolean> => {
     if (!/^[0-9a-f]{8,64}$/.test(name)) return false;
@@ -376,7 +374,8 @@ export async function stageVerified(
  */
 export async function removeStaleTemporaries(cacheDir: string, logger: Logger = silent): Promise<string[]> {
   const removed: string[] = [];
-  for (const part of ['roots', KERNEL_CACHE_DIR, join(KERNEL_CACHE_DIR, 'index'), TOOLS_CACHE_DIR, join(TOOLS_CACHE_DIR, 'index'), 'metadata', FRAMES_CACHE_DIR]) {
+  const { roots, stagedKernels, tools, metadata, frames, sysextBases } = CACHE_DIRS;
+  for (const part of [roots, stagedKernels, join(stagedKernels, 'index'), tools, join(tools, 'index'), metadata, frames, sysextBases]) {
     const dir = join(cacheDir, part);
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
@@ -404,17 +403,17 @@ export interface MetadataState {
 /** When repository metadata was last fetched, per repository set (lets a warm build skip the network). */
 export async function readMetadataState(cacheDir: string, repoKey: string): Promise<MetadataState | undefined> {
   try {
-    return JSON.parse(await readFile(join(cacheDir, 'metadata', `${repoKey}.json`), 'utf8')) as MetadataState;
+    return JSON.parse(await readFile(cachePath(cacheDir, 'metadata', `${repoKey}.json`), 'utf8')) as MetadataState;
   } catch {
     return undefined;
   }
 }
 
 export async function writeMetadataState(cacheDir: string, repoKey: string, state: MetadataState): Promise<void> {
-  await mkdir(join(cacheDir, 'metadata'), { recursive: true });
-  const temp = join(cacheDir, 'metadata', temporaryName(repoKey));
+  await mkdir(cachePath(cacheDir, 'metadata'), { recursive: true });
+  const temp = cachePath(cacheDir, 'metadata', temporaryName(repoKey));
   await writeFile(temp, JSON.stringify(state) + '\n');
-  await rename(temp, join(cacheDir, 'metadata', `${repoKey}.json`));
+  await rename(temp, cachePath(cacheDir, 'metadata', `${repoKey}.json`));
 }
 
 export interface CleanResult {
@@ -441,12 +440,9 @@ export async function cleanCache(cacheDir: string, all: boolean): Promise<CleanR
     throw new UserError('CACHE', `the cache ${cacheDir} is in use by a running build`, { hint: 'wait for it to finish, then run cache clean again' });
   }
   try {
-    const parts = ['roots', KERNEL_CACHE_DIR, 'kernels', TOOLS_CACHE_DIR, FRAMES_CACHE_DIR, 'work', 'metadata', 'sysext'];
-    // TODO(#15): derive from common's PACKAGE_MANAGERS (cacheDir of each entry) with the cache layout work.
-    if (all) parts.push('apt', 'dnf');
     const removed: string[] = [];
     let bytes = 0;
-    for (const part of parts) {
+    for (const part of cleanableCacheDirs(all)) {
       const path = join(cacheDir, part);
       if (!(await stat(path).catch(() => undefined))) continue;
       bytes += duBytes(path);

@@ -2,8 +2,8 @@ export { buildInitrd, outputPathFor, sha256File, kernelModulePackageFilter } fro
 export type { BuildOptions, BuildExtension, BuildResult, ImageResult, PhaseTiming } from './build.js';
 export { makeInitrdRoot } from './initrd.js';
 export { sizeByDirectory } from './tree.js';
-export { cleanCache, treeDigest, ROOT_CACHE_FORMAT } from './cache.js';
-export type { CleanResult, RootCacheMeta } from './cache.js';
+export { cleanCache, treeDigest, lookupEntry, storeEntry, removeStaleTemporaries, ROOT_CACHE_FORMAT } from './cache.js';
+export type { CleanResult, RootCacheMeta, EntryMeta, VerifiedEntry, VerifyMode } from './cache.js';
 export { prepareTools } from './tools.js';
 export type { PreparedTools, ToolsManifest } from './tools.js';
 export { applyEmergencyShell, EMERGENCY_SHELL_DISABLED } from './initrd.js';

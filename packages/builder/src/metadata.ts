@@ -1,15 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from '@mkinitrd-pkg/common';
-import type { ImageConfig } from '@mkinitrd-pkg/config';
+import { repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
 import type { Resolver } from '@mkinitrd-pkg/resolver';
 import { readMetadataState, writeMetadataState } from './cache.js';
-
-/** What identifies a repository set (the metadata freshness record is kept per set). */
-export function repositoryKey(config: ImageConfig): string {
-  return createHash('sha256')
-    .update(JSON.stringify([config.packageManager, config.distribution, config.release, config.architecture, config.mirror, config.repositories, config.components, config.repositoryKeyCheck, config.repositoryKeys]))
-    .digest('hex');
-}
 
 /**
  * The digest of a repository set's metadata. Metadata younger than the max age (default
@@ -25,7 +17,8 @@ export async function repositoryMetadataDigest(o: {
   maxAgeSeconds?: number | undefined;
   onRefresh?: () => void;
 }): Promise<string> {
-  const repoKey = repositoryKey(o.config);
+  // Kept per repository set: one record serves every preset that shares its repositories.
+  const repoKey = repositoryIdentity(o.config);
   const state = await readMetadataState(o.cacheDir, repoKey);
   const maxAge = (o.maxAgeSeconds ?? 3600) * 1000;
   if (state && !o.refresh && Date.now() - state.refreshedAt < maxAge) return state.digest;

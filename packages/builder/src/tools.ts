@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { UserError, type Logger, type ToolsRoot } from '@mkinitrd-pkg/common';
 import type { ImageConfig } from '@mkinitrd-pkg/config';
 import { checkToolsRoot, createResolver, toolsTreeConfig, unpackToolsRoot, type InstalledPackage } from '@mkinitrd-pkg/resolver';
-import { stageVerified, TOOLS_CACHE_DIR, type VerifyMode } from './cache.js';
+import { stageVerified, type VerifyMode } from './cache.js';
 import { repositoryMetadataDigest } from './metadata.js';
 
 /** What the manifest records about the tools a build ran. */
@@ -59,7 +59,7 @@ export async function prepareTools(o: {
       : await repositoryMetadataDigest({ resolver: createResolver(tools.packageManager), config: tools, cacheDir, logger, refresh: o.refresh, maxAgeSeconds: o.metadataMaxAgeSeconds });
   const indexKey = digestOf([tools.architecture, [...tools.toolsTreePackages].sort(), metadataDigest]);
   let unpacked: InstalledPackage[] | undefined;
-  const root = await stageVerified(cacheDir, TOOLS_CACHE_DIR, indexKey, logger, async (fill) => {
+  const root = await stageVerified(cacheDir, 'tools', indexKey, logger, async (fill) => {
     let target: string | undefined;
     const result = await unpackToolsRoot({
       config: tools,

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from './logger.js';
 import { OWNER_TOKEN_SOURCE, isOwnerAlive, lockFile, ownerToken, type FileLock } from './owner.js';
 import { registerCleanup, unregisterCleanup } from './cleanup.js';
+import { CACHEDIR_TAG, CACHE_LOCK_FILE, cachePath } from './cache-layout.js';
 
 /** Directories of older versions (a pid file inside, no owner token in the name) count as abandoned after this. */
 const LEGACY_GRACE_MS = 24 * 60 * 60 * 1000;
@@ -23,7 +24,7 @@ export function ownerOfName(name: string): string | undefined {
  * a build). Stale temporaries are judged under it.
  */
 export function cacheLockPath(cacheDir: string): string {
-  return join(cacheDir, 'lock');
+  return join(cacheDir, CACHE_LOCK_FILE);
 }
 
 export async function lockCache(cacheDir: string, options: { exclusive?: boolean; wait?: boolean } = {}): Promise<FileLock | undefined> {
@@ -41,7 +42,6 @@ export async function lockCache(cacheDir: string, options: { exclusive?: boolean
   return lock;
 }
 
-export const CACHEDIR_TAG = 'CACHEDIR.TAG';
 const CACHEDIR_TAG_TEXT = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by mkinitrd-pkg.\n';
 
 /** Does `dir` carry the cache directory tag (so removing its parts cannot hit anything else)? */
@@ -61,7 +61,7 @@ const held = new Map<string, FileLock>();
 export async function createWorkDir(cacheDir: string, prefix: string, logger: Logger): Promise<string> {
   const lock = await lockCache(cacheDir);
   try {
-    const workBase = join(cacheDir, 'work');
+    const workBase = cachePath(cacheDir, 'work');
     await mkdir(workBase, { recursive: true });
     for (const name of await readdir(workBase)) {
       const dir = join(workBase, name);

@@ -14,4 +14,6 @@ export {
   DEFAULT_DROPIN_DIRS,
   DEFAULT_PRESET_DIRS,
 } from './load.js';
+export { repositoryIdentity } from './repository-identity.js';
+export type { RepositoryFields } from './repository-identity.js';
 export type { LoadConfigOptions, ConfigOverrides, PresetInfo } from './load.js';

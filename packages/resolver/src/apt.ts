@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { join, basename } from 'node:path';
-import { UserError, run, lastLines, architectureEntry, hostArchitecture, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
-import type { ImageConfig } from '@mkinitrd-pkg/config';
+import { UserError, run, lastLines, architectureEntry, hostArchitecture, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, packageManagerCachePath, type RunResult } from '@mkinitrd-pkg/common';
+import { repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
@@ -26,13 +26,10 @@ export function isForeignArchitecture(config: Pick<ImageConfig, 'architecture'>)
   return host !== undefined && debianArchitecture(config) !== host.debian;
 }
 
-/** Where apt's lists and .debs live for one repository set: shared by every build of it. */
+/** Where apt's lists and .debs live for one repository set (config's repositoryIdentity): shared by every build of it. */
 function repoCacheDir(cacheDir: string, config: ImageConfig): string {
-  const key = createHash('sha256')
-    .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.components, config.repositories, config.repositoryKeys, config.repositoryKeyCheck]))
-    .digest('hex')
-    .slice(0, 16);
-  return join(cacheDir, PACKAGE_MANAGERS.apt.cacheDir, `${config.distribution}-${config.release}-${key}`);
+  const key = repositoryIdentity(config).slice(0, 16);
+  return packageManagerCachePath(cacheDir, 'apt', `${config.distribution}-${config.release}-${key}`);
 }
 
 interface AptPaths {

@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, requireCommands, run, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, type RunResult } from '@mkinitrd-pkg/common';
-import type { ImageConfig } from '@mkinitrd-pkg/config';
+import { UserError, requireCommands, run, architectureEntry, ARCHITECTURE_NAMES, PACKAGE_MANAGERS, packageManagerCachePath, type RunResult } from '@mkinitrd-pkg/common';
+import { repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
 import { runInMountNamespace, systemMounts, type NamespaceMount } from './namespace.js';
 import { createRootSkeleton } from './rootfs.js';
 import type { InstallRequest, InstallResult, InstalledPackage, Resolver, UnpackRequest, UnpackResult } from './types.js';
@@ -104,13 +104,10 @@ export function renderDnfConf(config: ImageConfig, repos: readonly DnfRepository
   return lines.join('\n');
 }
 
-/** Where dnf's metadata and RPMs live for one repository set: shared by every build of it. */
+/** Where dnf's metadata and RPMs live for one repository set (config's repositoryIdentity): shared by every build of it. */
 function repoCacheDir(cacheDir: string, config: ImageConfig): string {
-  const key = createHash('sha256')
-    .update(JSON.stringify([config.distribution, config.release, config.architecture, config.mirror, config.repositories]))
-    .digest('hex')
-    .slice(0, 16);
-  return join(cacheDir, PACKAGE_MANAGERS.dnf.cacheDir, `${config.distribution}-${config.release}-${key}`);
+  const key = repositoryIdentity(config).slice(0, 16);
+  return packageManagerCachePath(cacheDir, 'dnf', `${config.distribution}-${config.release}-${key}`);
 }
 
 interface DnfPaths {

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, rename, rm, stat, writeFile, realpath } from 'node:fs/promises';
+import { lstat, mkdir, rm, stat, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isErrnoException, isPathInside, type Logger } from '@mkinitrd-pkg/common';
-import { listPresets, loadConfig, type ImageConfig } from '@mkinitrd-pkg/config';
-import { createResolver } from '@mkinitrd-pkg/resolver';
+import { listPresets, loadConfig, repositoryIdentity, type ImageConfig } from '@mkinitrd-pkg/config';
+import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
+import { lookupEntry, storeEntry, type EntryMeta, type VerifiedEntry } from '@mkinitrd-pkg/builder';
 import { extractImage } from '@mkinitrd-pkg/packer';
 import { readBaseRelease } from './os-release.js';
 import { runInstallWorker } from './layer.js';
@@ -92,50 +93,62 @@ async function configForBase(root: string, options: ResolveBaseOptions): Promise
   return config;
 }
 
-/** Cache key of a preset's installroot: its package set and the exact repository state. */
+/**
+ * Cache key of a preset's installroot: its repository set (config's repositoryIdentity, the
+ * same identity the builder's caches use), the exact state of those repositories, and the
+ * package set installed into it.
+ */
 export function presetBaseKey(config: ImageConfig, repositoryDigest: string): string {
   return createHash('sha256')
-    .update(
-      JSON.stringify([
-        config.distribution,
-        config.release,
-        config.packageManager,
-        config.architecture,
-        config.mirror,
-        config.components,
-        config.repositories,
-        config.repositoryKeys,
-        config.repositoryKeyCheck,
-        [...config.packages].sort(),
-        repositoryDigest,
-      ]),
-    )
+    .update(JSON.stringify([repositoryIdentity(config), repositoryDigest, [...config.packages].sort()]))
     .digest('hex')
     .slice(0, 20);
 }
 
+/** Bump when what a cached base contains (or how it is made) changes. */
+export const BASE_CACHE_FORMAT = 1;
+
+/** meta.json of a cached base (builder's EntryMeta: format, key, tree digests) plus what it was made from. */
+export interface BaseCacheMeta extends EntryMeta {
+  preset: string;
+  sources: string[];
+  repositoryDigest: string;
+  packages: InstalledPackage[];
+}
+
+/**
+ * The cached base under KEY, or undefined when there is none or it no longer matches its
+ * tree digest (then it is removed: a damaged base is installed again, never layered under).
+ */
+export function lookupPresetBase(cacheDir: string, key: string, logger: Logger): Promise<VerifiedEntry<BaseCacheMeta> | undefined> {
+  return lookupEntry<BaseCacheMeta>(cacheDir, 'sysextBases', key, BASE_CACHE_FORMAT, logger);
+}
+
+/** Move a finished base installroot into the cache under KEY, its tree digest recorded. */
+export function storePresetBase(cacheDir: string, key: string, root: string, meta: Omit<BaseCacheMeta, keyof EntryMeta | 'statDigest'>): Promise<VerifiedEntry<BaseCacheMeta>> {
+  return storeEntry<BaseCacheMeta>(cacheDir, 'sysextBases', key, BASE_CACHE_FORMAT, root, meta);
+}
+
 /**
  * A preset's installroot (its Packages= installed, not pruned, package database kept so
- * apt installs only what the extension adds), cached under CACHE/sysext/bases/ by
- * preset content and repository digest. Built in the work dir and renamed into place,
- * so a killed build never leaves a half-built base behind.
+ * apt installs only what the extension adds), cached under CACHE/sysext/bases/KEY
+ * (CACHE_DIRS.sysextBases) by presetBaseKey. Stored and verified by the builder's cache
+ * entries (lookupEntry/storeEntry), like its installroots: its tree digest is checked
+ * before every use, and a damaged or half-written base is removed and installed again,
+ * never layered under an extension. Built in the work dir and renamed into place.
  */
 async function presetBase(config: ImageConfig, options: ResolveBaseOptions): Promise<{ root: string; cached: boolean }> {
   const { logger, cacheDir } = options;
   const resolver = createResolver(config.packageManager);
   const digest = await resolver.refresh({ config, cacheDir, logger });
-  const dir = join(cacheDir, 'sysext', 'bases', `${config.preset}-${presetBaseKey(config, digest)}`);
-  const root = join(dir, 'root');
-  try {
-    await stat(join(dir, 'base.json'));
-    logger.info({ base: dir }, 'reusing the cached base installroot');
-    return { root, cached: true };
-  } catch {
-    /* build it */
+  const hit = await lookupPresetBase(cacheDir, presetBaseKey(config, digest), logger);
+  if (hit) {
+    logger.info({ base: hit.root }, 'reusing the cached base installroot');
+    return { root: hit.root, cached: true };
   }
   logger.info({ preset: config.preset, packages: config.packages.length }, 'installing the base installroot');
-  const staging = join(options.workDir, 'base-build');
-  const stagingRoot = join(staging, 'root');
+  const stagingRoot = join(options.workDir, 'base-build', 'root');
+  await rm(stagingRoot, { recursive: true, force: true });
   await mkdir(stagingRoot, { recursive: true });
   const outcome = await runInstallWorker(
     options.workDir,
@@ -150,19 +163,10 @@ async function presetBase(config: ImageConfig, options: ResolveBaseOptions): Pro
     },
     logger,
   );
-  await writeFile(
-    join(staging, 'base.json'),
-    JSON.stringify({ preset: config.preset, sources: config.sources, repositoryDigest: outcome.install.repositoryDigest, packages: outcome.install.packages }, null, 2) + '\n',
-  );
-  await mkdir(join(cacheDir, 'sysext', 'bases'), { recursive: true });
-  try {
-    await rename(staging, dir);
-  } catch (error) {
-    // Another build made the same base meanwhile: use theirs.
-    if (!(isErrnoException(error) && (error.code === 'ENOTEMPTY' || error.code === 'EEXIST'))) throw error;
-    await rm(staging, { recursive: true, force: true });
-  }
-  return { root, cached: false };
+  const { repositoryDigest, packages } = outcome.install;
+  // Keyed by the metadata the install really used (it may have been refreshed meanwhile).
+  const stored = await storePresetBase(cacheDir, presetBaseKey(config, repositoryDigest), stagingRoot, { preset: config.preset, sources: config.sources, repositoryDigest, packages });
+  return { root: stored.root, cached: false };
 }
 
 /** Turn --base / --preset into a root directory to layer over, plus the repositories to use. */

@@ -1,7 +1,7 @@
 import { mkdir, readdir, rm, stat, writeFile, lstat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UserError, checkOutputPath, createProgress, createWorkDir, removeWorkDir, defaultCacheDir, getLogger, requireRoot, sourceDateEpochFromEnv, requireCommands, withAtomicOutput, withToolsRoot, type Logger } from '@mkinitrd-pkg/common';
-import { prepareTools, type ToolsManifest } from '@mkinitrd-pkg/builder';
+import { prepareTools, removeStaleTemporaries, type ToolsManifest } from '@mkinitrd-pkg/builder';
 import { createResolver, type InstalledPackage } from '@mkinitrd-pkg/resolver';
 import { prune, DEFAULT_PRUNE_RULES, type PruneReport } from '@mkinitrd-pkg/pruner';
 import { loadDefinition, SCOPES, type SysextDefinition, type SysextScope } from './definition.js';
@@ -156,6 +156,8 @@ export async function buildSysext(options: SysextBuildOptions): Promise<SysextBu
 
   const workDir = await createWorkDir(cacheDir, 'sysext', logger);
   try {
+    // Entries a killed build left half-stored (its base included), as a build does: under the cache lock.
+    await removeStaleTemporaries(cacheDir, logger);
     progress.update('preparing the base');
     const base = await resolveBase({
       base: options.base,

@@ -10,7 +10,8 @@ export { partitionTypes, layoutPartitions, sfdiskScript, writeDdi } from './ddi.
 export type { PartitionInput, PartitionLayout, PartitionRole } from './ddi.js';
 export { STATE_PATHS, diffLayer, findDeletions, enforceSysextScope, summarizeTree, isWhiteout } from './tree.js';
 export { derivedUuid, formatUuid, rootHashUuids } from './uuid.js';
-export { resolveBase, presetBaseKey } from './base.js';
+export { resolveBase, presetBaseKey, lookupPresetBase, storePresetBase, BASE_CACHE_FORMAT } from './base.js';
+export type { BaseCacheMeta } from './base.js';
 export type { BaseKind, ResolvedBase } from './base.js';
 export { readExtensionImage, checkInitrdExtension, readGpt, formatExtension, listImageExtensions, INITRD_EXTENSION_DIRS } from './read.js';
 export type { ExtensionInfo, GptPartition } from './read.js';
