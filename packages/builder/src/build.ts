@@ -294,7 +294,7 @@ export function outputPathFor(config: ImageConfig, kernelVersion: string, kernel
 
 /**
  * Everything that determines the pruned installroot: the repositories and their
- * metadata digest, the package set, what is pruned, the epoch given to maintainer
+ * metadata digest, the package set (and the bootstrap set and rpm database path), what is pruned, the epoch given to maintainer
  * scripts, and the format of the cache itself.
  */
 async function installrootKey(config: ImageConfig, metadataDigest: string, explicitEpoch: number | undefined): Promise<string> {
@@ -305,6 +305,9 @@ async function installrootKey(config: ImageConfig, metadataDigest: string, expli
     keys,
     metadataDigest,
     packages: [...config.packages].sort(),
+    // How the root is made, beyond the package list: installed first (apt), and where rpm keeps its database.
+    bootstrapPackages: [...config.bootstrapPackages].sort(),
+    rpmDatabase: config.rpmDatabase,
     removeFiles: config.removeFiles,
     keepFiles: config.keepFiles,
     prune: DEFAULT_PRUNE_RULES,

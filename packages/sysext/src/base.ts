@@ -96,11 +96,11 @@ async function configForBase(root: string, options: ResolveBaseOptions): Promise
 /**
  * Cache key of a preset's installroot: its repository set (config's repositoryIdentity, the
  * same identity the builder's caches use), the exact state of those repositories, and the
- * package set installed into it.
+ * package sets installed into it (BootstrapPackages= first) and rpm's database path.
  */
 export function presetBaseKey(config: ImageConfig, repositoryDigest: string): string {
   return createHash('sha256')
-    .update(JSON.stringify([repositoryIdentity(config), repositoryDigest, [...config.packages].sort()]))
+    .update(JSON.stringify([repositoryIdentity(config), repositoryDigest, [...config.packages].sort(), [...config.bootstrapPackages].sort(), config.rpmDatabase]))
     .digest('hex')
     .slice(0, 20);
 }
