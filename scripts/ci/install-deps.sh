@@ -19,4 +19,6 @@ apt-get install -y --no-install-recommends initramfs-tools lvm2 mdadm
 # Network roots (test/netroot-boot.test.ts): userspace servers the tests start on
 # 127.0.0.1 only, reached by QEMU user-mode guests as 10.0.2.2. Their packaged services
 # are not started here (no init in CI containers); the tests run their own instances.
-apt-get install -y --no-install-recommends nbd-server tgt
+# nfs-ganesha: a userspace NFS server (the host kernel's nfsd is not relied on); the test
+# runs it in the foreground with its own configuration (NFSv4 on 127.0.0.1, a free port).
+apt-get install -y --no-install-recommends nbd-server tgt nfs-ganesha nfs-ganesha-vfs

@@ -92,6 +92,58 @@ describe('mkinitrd-pkg-netroot-generator', () => {
     expect(await bare.read(join(bare.early, 'mkinitrd-pkg-netroot-iscsi.service'))).toMatch(/netroot iscsi 'server' '3260' 'iqn\.2009-06\.dracut:t' '' '\/dev\/sda1'$/m);
   });
 
+  it('root=nfs4:SERVER:/PATH:OPTIONS → sysroot.mount of Type=nfs4 in the early dir, after network-online.target, bounded; the network', async () => {
+    const g = await generate('console=ttyS0 root=nfs4:10.0.2.2:/srv/root:port=20490,vers=4.1 ip=dhcp ro');
+    const mount = await g.read(join(g.early, 'sysroot.mount'));
+    expect(mount).toMatch(/^What=10\.0\.2\.2:\/srv\/root$/m);
+    expect(mount).toMatch(/^Where=\/sysroot$/m);
+    expect(mount).toMatch(/^Type=nfs4$/m);
+    // Ours first (bounded RPC timeouts and mount.nfs retries, no lock daemon), the command line's last.
+    expect(mount).toMatch(/^Options=ro,nolock,timeo=50,retrans=2,retry=1,port=20490,vers=4\.1$/m);
+    expect(mount).toMatch(/^TimeoutSec=100$/m);
+    expect(mount).toMatch(/^Wants=network-online\.target$/m);
+    expect(mount).toMatch(/^After=network-online\.target systemd-sysext\.service mkinitrd-pkg-sysext-activate\.service .*mkinitrd-pkg-netroot-nfs\.service$/m);
+    // Without the nfs extension: one line naming it, and sysroot.mount fails with it.
+    expect(mount).toMatch(/^Requires=mkinitrd-pkg-netroot-nfs\.service$/m);
+    expect(await g.read(join(g.early, 'mkinitrd-pkg-netroot-nfs.service'))).toMatch(/^ExecStart=\/usr\/lib\/mkinitrd-pkg\/netroot nfs$/m);
+    expect(await readlink(join(g.early, 'initrd-root-fs.target.requires/sysroot.mount'))).toBe('../sysroot.mount');
+    expect(await g.list(g.normal)).toEqual(expect.arrayContaining([
+      'initrd.target.wants/systemd-networkd.service',
+      'network-online.target.wants/systemd-networkd-wait-online.service',
+    ]));
+    expect(await g.list(g.network)).toEqual([]);
+  });
+
+  it('the other nfs forms: root=nfs: without options (DHCP by default), netroot=nfs:, root=/dev/nfs nfsroot=SERVER:/PATH[,OPTIONS], an [IPv6] server, rw', async () => {
+    const a = await generate('root=nfs:server.example:/export/root');
+    const mount = await a.read(join(a.early, 'sysroot.mount'));
+    expect(mount).toMatch(/^What=server\.example:\/export\/root$/m);
+    expect(mount).toMatch(/^Type=nfs$/m);
+    expect(mount).toMatch(/^Options=ro,nolock,timeo=50,retrans=2,retry=1$/m);
+    expect(await a.read(join(a.network, '90-mkinitrd-pkg-netroot-dhcp.network'))).toMatch(/DHCP=yes/);
+    const b = await generate('netroot=nfs4:10.0.2.2:/root root=/dev/nfs rw');
+    expect(await b.read(join(b.early, 'sysroot.mount'))).toMatch(/^What=10\.0\.2\.2:\/root\nWhere=\/sysroot\nType=nfs4\nOptions=rw,/m);
+    const c = await generate('root=/dev/nfs nfsroot=10.0.2.2:/srv/nfs/root,vers=3,tcp ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off');
+    const cm = await c.read(join(c.early, 'sysroot.mount'));
+    expect(cm).toMatch(/^What=10\.0\.2\.2:\/srv\/nfs\/root$/m);
+    expect(cm).toMatch(/^Type=nfs$/m);
+    expect(cm).toMatch(/^Options=ro,nolock,timeo=50,retrans=2,retry=1,vers=3,tcp$/m);
+    expect(await c.list(c.network)).toEqual([]);
+    const d = await generate('root=/dev/nfs nfsroot=10.0.2.2:/root');
+    expect(await d.read(join(d.early, 'sysroot.mount'))).toMatch(/^What=10\.0\.2\.2:\/root$/m);
+    const e = await generate('root=nfs:[fd00::2]:/root:vers=4.2');
+    const em = await e.read(join(e.early, 'sysroot.mount'));
+    expect(em).toMatch(/^What=\[fd00::2\]:\/root$/m);
+    expect(em).toMatch(/^Options=ro,nolock,timeo=50,retrans=2,retry=1,vers=4\.2$/m);
+  });
+
+  it('nfs without a server or a path, root=/dev/nfs without nfsroot=: no units (the error goes to the kernel log)', async () => {
+    for (const cmdline of ['root=nfs:/srv/root', 'root=nfs4:server.example', 'root=/dev/nfs']) {
+      const g = await generate(cmdline);
+      expect([...(await g.list(g.early)), ...(await g.list(g.normal))], cmdline).toEqual([]);
+    }
+  });
+
   it('rd.neednet=1 or ip= alone start the network, and nothing else; no network option: nothing at all', async () => {
     const a = await generate('root=UUID=0a0b rd.neednet=1');
     expect(await a.list(a.early)).toEqual([]);
@@ -110,6 +162,7 @@ describe('mkinitrd-pkg-netroot-generator', () => {
     for (const [args, extension] of [
       [['nbd', '10.0.2.2', '10809', 'root', '/dev/nbd0'], 'nbd'],
       [['iscsi', '10.0.2.2', '3260', 'iqn.2026-12.org.mkinitrd-pkg:root', '', '/dev/sda'], 'iscsi'],
+      [['nfs'], 'nfs'],
     ] as const) {
       const r = await run('/bin/sh', [helper, ...args], { env: { PATH: empty } }).then(
         () => ({ code: 0, stdout: '' }),
