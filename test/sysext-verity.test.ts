@@ -48,7 +48,7 @@ function boot(initrd: string): BootSession {
 }
 
 /** Type `command` in the emergency shell; resolves with what follows up to `until`. */
-async function shell(session: BootSession, command: string, until: string): Promise<string> {
+async function shell(session: BootSession, command: string, until: string | RegExp): Promise<string> {
   const mark = session.output().length;
   session.type(`${command}\r`);
   await session.waitFor(until, 120_000, mark);
@@ -56,6 +56,8 @@ async function shell(session: BootSession, command: string, until: string): Prom
 }
 
 // The shell's prompt echoes the command: markers are computed ($((…))) so only output matches.
+/** STATUS's last line: only the echo that ends it, not a "-42" inside a UUID of a journal line. */
+const DONE = /(?:LVM-ON-USR|NO-LVM)-42/;
 const STATUS = 'systemd-sysext status --no-pager; dmsetup table --target verity; test -x /usr/sbin/lvm && echo LVM-ON-USR-$((6*7)) || echo NO-LVM-$((6*7))';
 
 describe('unsigned verity extensions: pinned root hash, ExtensionImagePolicy=verity (default preset, its own kernel)', () => {
@@ -89,7 +91,7 @@ describe('unsigned verity extensions: pinned root hash, ExtensionImagePolicy=ver
     try {
       await enterEmergencyShell(session);
       // Starting the unit joins a merge still running under load (emergency.target is not after it).
-      const merged = await shell(session, `systemctl start systemd-sysext.service; ${STATUS}`, '-42');
+      const merged = await shell(session, `systemctl start systemd-sysext.service; ${STATUS}`, DONE);
       expect(merged).toMatch(/LVM-ON-USR-42/);
       // The data partition is a dm-verity device: "0 N verity 1 /dev/loopXpY /dev/loopXpZ 4096 4096 …".
       expect(merged).toMatch(/: 0 \d+ verity 1 \S+ \S+ 4096 4096 /);
@@ -101,11 +103,14 @@ describe('unsigned verity extensions: pinned root hash, ExtensionImagePolicy=ver
       const refused = await shell(
         session,
         `systemctl stop systemd-sysext.service; rm /var/lib/extensions/lvm.roothash; systemctl start systemd-sysext.service; journalctl -b -u systemd-sysext.service --no-pager -o cat | tail -n 15; ${STATUS}`,
-        '-42',
+        DONE,
       );
       expect(refused).toMatch(/NO-LVM-42/);
       expect(refused).toMatch(/mkinitrd-pkg: \/var\/lib\/extensions\/lvm\.raw has no pinned root hash \(\/var\/lib\/extensions\/lvm\.roothash\): ExtensionImagePolicy=verity refuses it/);
-      expect(refused).not.toMatch(/: 0 \d+ verity 1 /);
+      // Nothing merged. (The first merge's verity device may still be listed: systemd
+      // removes it deferred, when the loop device is closed, which can lag under load —
+      // seen in CI — so its table is no evidence of a merge; the hierarchy status is.)
+      expect(refused).toMatch(/\/usr\s+(?:\x1b\[[0-9;:]*m)?none/);
       console.log(`unpinned under ExtensionImagePolicy=verity:\n${refused.split('\n').filter((l) => /mkinitrd-pkg:|Failed/.test(l)).join('\n')}`);
     } finally {
       session.kill();
@@ -123,7 +128,7 @@ describe('unsigned verity extensions: pinned root hash, ExtensionImagePolicy=ver
     const session = boot(await concatInitrds(join(dir, 'tampered.img'), [pinned, overlay]));
     try {
       await enterEmergencyShell(session);
-      const out = await shell(session, `systemctl start systemd-sysext.service; journalctl -b --no-pager -o cat -u systemd-sysext.service | tail -n 15; dmesg | grep -i verity | tail -n 3; ${STATUS}`, '-42');
+      const out = await shell(session, `systemctl start systemd-sysext.service; journalctl -b --no-pager -o cat -u systemd-sysext.service | tail -n 15; dmesg | grep -i verity | tail -n 3; ${STATUS}`, DONE);
       expect(out).toMatch(/NO-LVM-42/);
       // The kernel names the block, systemd the failed merge.
       expect(out).toMatch(/verity.*(data block 0 is corrupted|metadata block .* is corrupted)|Input\/output error/i);

@@ -17,8 +17,17 @@ apt-get install -y --no-install-recommends \
 # include lvm and mdadm only when they are installed (scripts/bench/storage.bench.mjs).
 apt-get install -y --no-install-recommends initramfs-tools lvm2 mdadm
 # Network roots (test/netroot-boot.test.ts): userspace servers the tests start on
-# 127.0.0.1 only, reached by QEMU user-mode guests as 10.0.2.2. Their packaged services
-# are not started here (no init in CI containers); the tests run their own instances.
-# nfs-ganesha: a userspace NFS server (the host kernel's nfsd is not relied on); the test
-# runs it in the foreground with its own configuration (NFSv4 on 127.0.0.1, a free port).
+# 127.0.0.1 only, reached by QEMU user-mode guests as 10.0.2.2; the tests run their own
+# instances. nfs-ganesha: a userspace NFS server (the host kernel's nfsd is not relied on);
+# the test runs it in the foreground with its own configuration (NFSv4 on 127.0.0.1, a
+# free port). Their packaged services would listen on every address, so they must not
+# start on a host with an init: policy-rc.d (invoke-rc.d's and deb-systemd-invoke's hook,
+# exit 101 = "action forbidden") refuses them during this install, unless the host already
+# has one (container images do), which is then left as it was.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y --no-install-recommends nbd-server tgt nfs-ganesha nfs-ganesha-vfs
