@@ -183,32 +183,25 @@ describe.skipIf(!canRun)('network roots: generic base + network + nbd extensions
     kernel = join(dir, 'vmlinuz');
     const base = join(dir, 'base.img');
     await cli(['build', '--preset', 'debian', '--kernel-output', kernel, '--output', base, '--source-date-epoch', EPOCH, '--cache-dir', TEST_CACHE]);
-    const raws: string[] = [];
-    for (const definition of ['network', 'nbd']) {
+    /** The extension `definition` built on the base (its size logged). */
+    const extension = async (definition: string): Promise<string> => {
       const out = join(dir, `${definition}.raw`);
       await cli(['sysext', 'build', '--definition', definition, '--base', base, '--preset', 'debian', '--output', out, '--cache-dir', TEST_CACHE, '--source-date-epoch', EPOCH]);
-      raws.push(out);
       console.log(`netroot: ${definition}.raw ${(await stat(out)).size} bytes`);
-    }
-    const ext = join(dir, 'network-nbd.cpio');
-    await cli(['sysext', 'pack', ...raws, '--output', ext]);
-    initrd = await concatInitrds(join(dir, 'initrd.img'), [base, ext]);
-    if (canIscsi) {
-      const iscsi = join(dir, 'iscsi.raw');
-      await cli(['sysext', 'build', '--definition', 'iscsi', '--base', base, '--preset', 'debian', '--output', iscsi, '--cache-dir', TEST_CACHE, '--source-date-epoch', EPOCH]);
-      console.log(`netroot: iscsi.raw ${(await stat(iscsi)).size} bytes`);
-      const ext2 = join(dir, 'network-iscsi.cpio');
-      await cli(['sysext', 'pack', raws[0]!, iscsi, '--output', ext2]);
-      iscsiInitrd = await concatInitrds(join(dir, 'initrd-iscsi.img'), [base, ext2]);
-    }
+      return out;
+    };
+    /** The base + one `sysext pack` cpio of the network extension and a client's, as one initrd file. */
+    const withClient = async (network: string, client: string): Promise<string> => {
+      const packed = join(dir, `network-${client}.cpio`);
+      await cli(['sysext', 'pack', network, await extension(client), '--output', packed]);
+      console.log(`netroot: network-${client}.cpio ${(await stat(packed)).size} bytes`);
+      return concatInitrds(join(dir, `initrd-${client}.img`), [base, packed]);
+    };
+    const network = await extension('network');
+    initrd = await withClient(network, 'nbd');
+    if (canIscsi) iscsiInitrd = await withClient(network, 'iscsi');
     if (canNfs) {
-      const nfs = join(dir, 'nfs.raw');
-      await cli(['sysext', 'build', '--definition', 'nfs', '--base', base, '--preset', 'debian', '--output', nfs, '--cache-dir', TEST_CACHE, '--source-date-epoch', EPOCH]);
-      console.log(`netroot: nfs.raw ${(await stat(nfs)).size} bytes`);
-      const ext3 = join(dir, 'network-nfs.cpio');
-      await cli(['sysext', 'pack', raws[0]!, nfs, '--output', ext3]);
-      console.log(`netroot: network-nfs.cpio ${(await stat(ext3)).size} bytes`);
-      nfsInitrd = await concatInitrds(join(dir, 'initrd-nfs.img'), [base, ext3]);
+      nfsInitrd = await withClient(network, 'nfs');
       const made = await makeTestRoot({ uuid: '6e657472-6f6f-4474-8e62-640000000003', label: 'nfsroot' });
       rootDirs.push(dirname(made));
       nfsTree = join(dirname(made), 'tree');
